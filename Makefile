@@ -1,0 +1,36 @@
+# One task runner for people and CI. Each target builds its own virtual environment.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint format bench clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m kequn.demo
+
+test: $(STAMP)
+	$(BIN)/ruff check kequn tests bench
+	$(BIN)/ruff format --check kequn tests bench
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check kequn tests bench
+	$(BIN)/ruff format --check kequn tests bench
+
+format: $(STAMP)
+	$(BIN)/ruff format kequn tests bench
+	$(BIN)/ruff check --fix kequn tests bench
+
+bench: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python bench/import_orders.py
+
+clean:
+	rm -rf $(VENV) demo-output .pytest_cache

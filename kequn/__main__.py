@@ -1,0 +1,3 @@
+from kequn.cli import main
+
+main()

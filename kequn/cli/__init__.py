@@ -1,0 +1,33 @@
+"""The ``kequn`` command. Thin: parse options, call the library, print.
+
+Each command group lives in its own module with a ``register(app)`` function; heavy
+libraries are imported inside the commands so that ``kequn --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from kequn.cli import admin, data
+
+app = typer.Typer(
+    name="kequn",
+    help="kequn (客群): customer segmentation engine — import, RFM, CLV, segments.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+
+@app.callback()
+def _root() -> None:
+    """kequn (客群): customer segmentation engine — import, RFM, CLV, segments."""
+
+
+for module in (admin, data):
+    module.register(app)
+
+
+def main() -> None:
+    app()

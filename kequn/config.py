@@ -1,0 +1,93 @@
+"""The workspace configuration file, ``kequn.toml``.
+
+The file is written once by ``kequn init`` with every setting spelled out and commented,
+so users edit a file rather than learn flags. Reading is strict about types and lenient
+about absent keys: a missing key takes its default.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kequn.errors import WorkspaceError
+
+CONFIG_NAME = "kequn.toml"
+
+TEMPLATE = """\
+# kequn workspace configuration (客群工作区配置)
+
+[store]
+# "duckdb" keeps everything in one embedded file beside this config (the default).
+# Any Ibis connection URL works too, e.g. "postgres://user:password@host:5432/db".
+backend = "duckdb"
+path = "kequn.duckdb"
+
+[workspace]
+# Time zone used for "today", day boundaries and relative windows.
+timezone = "{timezone}"
+currency = "CNY"
+
+[import]
+# Set to true when amounts are written with a decimal comma ("1 234,50").
+decimal_comma = false
+# Date order for ambiguous numeric dates such as 01/02/2024: "mdy" or "dmy".
+date_order = "mdy"
+
+[import.map]
+# Extra header → field mappings used by every import, e.g.
+# "会员卡号" = "customer_id"
+
+[rfm]
+bins = 5
+scheme = "intl"
+"""
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings read from ``kequn.toml``; every field has a default."""
+
+    backend: str = "duckdb"
+    db_path: str = "kequn.duckdb"
+    timezone: str = "Asia/Shanghai"
+    currency: str = "CNY"
+    decimal_comma: bool = False
+    date_order: str = "mdy"
+    column_map: dict[str, str] = field(default_factory=dict)
+    rfm: dict[str, object] = field(default_factory=dict)
+    raw: dict[str, object] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> Config:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise WorkspaceError(f"{str(path)!r} is not valid TOML: {exc}") from exc
+        store = _section(data, "store", path)
+        ws = _section(data, "workspace", path)
+        imp = _section(data, "import", path)
+        date_order = str(imp.get("date_order", "mdy"))
+        if date_order not in ("mdy", "dmy"):
+            raise WorkspaceError(
+                f"{str(path)!r}: [import] date_order = {date_order!r}; use 'mdy' or 'dmy'"
+            )
+        return cls(
+            backend=str(store.get("backend", "duckdb")),
+            db_path=str(store.get("path", "kequn.duckdb")),
+            timezone=str(ws.get("timezone", "Asia/Shanghai")),
+            currency=str(ws.get("currency", "CNY")),
+            decimal_comma=bool(imp.get("decimal_comma", False)),
+            date_order=date_order,
+            column_map={str(k): str(v) for k, v in dict(imp.get("map", {})).items()},
+            rfm=dict(_section(data, "rfm", path)),
+            raw=data,
+        )
+
+
+def _section(data: dict, name: str, path: Path) -> dict:
+    value = data.get(name, {})
+    if not isinstance(value, dict):
+        raise WorkspaceError(f"{str(path)!r}: [{name}] must be a table, not {value!r}")
+    return value

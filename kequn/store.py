@@ -1,0 +1,215 @@
+"""The storage layer: canonical tables on an Ibis backend (embedded DuckDB by default).
+
+Everything above this module works with Ibis expressions over the tables defined here and
+never with a particular engine. The few things Ibis does not abstract — transactions and
+bulk loading of Arrow data — live here, with a fast path for DuckDB and a portable one
+for any other backend.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import ibis
+import pyarrow as pa
+
+from kequn.errors import WorkspaceError
+
+# One row per customer; unknown input columns are kept in ``attributes`` (JSON text) so
+# nothing a user imports is lost.
+CUSTOMERS = ibis.schema(
+    {
+        "customer_id": "string",
+        "name": "string",
+        "name_en": "string",
+        "gender": "string",
+        "birth_date": "date",
+        "age_band": "string",
+        "city": "string",
+        "province": "string",
+        "channel": "string",
+        "email": "string",
+        "phone": "string",
+        "created_at": "timestamp",
+        "updated_at": "timestamp",
+        "attributes": "string",
+    }
+)
+
+# One row per order (order lines are aggregated on import). Returns and cancellations
+# are kept with ``is_return`` set and a negative amount; they are not purchases.
+ORDERS = ibis.schema(
+    {
+        "order_id": "string",
+        "customer_id": "string",
+        "ordered_at": "timestamp",
+        "amount": "float64",
+        "quantity": "float64",
+        "lines": "int64",
+        "status": "string",
+        "is_return": "boolean",
+        "channel": "string",
+        "source": "string",
+        "import_id": "string",
+    }
+)
+
+# Order lines with a product, kept when the input names products (for personas and
+# "bought product X" rules).
+ORDER_LINES = ibis.schema(
+    {
+        "order_id": "string",
+        "line_no": "int64",
+        "product_id": "string",
+        "product_name": "string",
+        "category": "string",
+        "quantity": "float64",
+        "unit_price": "float64",
+        "amount": "float64",
+    }
+)
+
+EVENTS = ibis.schema(
+    {
+        "event_id": "string",
+        "customer_id": "string",
+        "occurred_at": "timestamp",
+        "type": "string",
+        "properties": "string",
+        "source": "string",
+        "import_id": "string",
+    }
+)
+
+IDENTITIES = ibis.schema(
+    {
+        "source": "string",
+        "source_id": "string",
+        "customer_id": "string",
+        "matched_on": "string",
+        "email_norm": "string",
+        "phone_norm": "string",
+        "created_at": "timestamp",
+    }
+)
+
+QUARANTINE = ibis.schema(
+    {
+        "import_id": "string",
+        "kind": "string",
+        "source": "string",
+        "row_number": "int64",
+        "raw": "string",
+        "reason": "string",
+        "created_at": "timestamp",
+    }
+)
+
+IMPORTS = ibis.schema(
+    {
+        "import_id": "string",
+        "kind": "string",
+        "source": "string",
+        "path": "string",
+        "sha256": "string",
+        "started_at": "timestamp",
+        "finished_at": "timestamp",
+        "rows_read": "int64",
+        "duplicates": "int64",
+        "quarantined": "int64",
+        "returns": "int64",
+        "imported": "int64",
+        "customers_new": "int64",
+        "customers_merged": "int64",
+    }
+)
+
+TABLES: dict[str, ibis.Schema] = {
+    "customers": CUSTOMERS,
+    "orders": ORDERS,
+    "order_lines": ORDER_LINES,
+    "events": EVENTS,
+    "identities": IDENTITIES,
+    "quarantine": QUARANTINE,
+    "imports": IMPORTS,
+}
+
+
+class Store:
+    """An Ibis connection plus the canonical tables, created on first use."""
+
+    def __init__(self, con: ibis.BaseBackend) -> None:
+        self.con = con
+        self.is_duckdb = con.name == "duckdb"
+        if self.is_duckdb:
+            # Progress bars from DuckDB corrupt non-interactive output; kequn draws its own.
+            self.duck.execute("SET enable_progress_bar = false")
+
+    @classmethod
+    def connect(cls, backend: str, base: Path, db_path: str) -> Store:
+        """Open the backend named in the config (``duckdb`` or an Ibis URL)."""
+        try:
+            if backend == "duckdb":
+                con = ibis.duckdb.connect(str((base / db_path).resolve()))
+            elif backend == "duckdb-memory":
+                con = ibis.duckdb.connect(":memory:")
+            else:
+                con = ibis.connect(backend)
+        except Exception as exc:  # the driver's message is the useful part
+            raise WorkspaceError(f"cannot open store {backend!r}: {exc}") from exc
+        store = cls(con)
+        store.ensure_tables()
+        return store
+
+    @property
+    def duck(self):
+        """The raw DuckDB connection; only for DuckDB fast paths inside the storage layer."""
+        if not self.is_duckdb:
+            raise WorkspaceError("this operation needs the DuckDB backend")
+        return self.con.con
+
+    def ensure_tables(self) -> None:
+        existing = set(self.con.list_tables())
+        for name, schema in TABLES.items():
+            if name not in existing:
+                self.con.create_table(name, schema=schema)
+
+    def table(self, name: str) -> ibis.Table:
+        return self.con.table(name)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """All-or-nothing: a crash or an error inside leaves the tables as they were."""
+        if self.is_duckdb:
+            self.duck.execute("BEGIN TRANSACTION")
+            try:
+                yield
+            except BaseException:
+                self.duck.execute("ROLLBACK")
+                raise
+            else:
+                self.duck.execute("COMMIT")
+        else:
+            with self.con.begin():
+                yield
+
+    def append(self, name: str, data: pa.Table) -> None:
+        """Append Arrow rows to a canonical table, casting to its schema."""
+        if data.num_rows == 0:
+            return
+        schema = TABLES[name].to_pyarrow()
+        data = data.select(schema.names).cast(schema)
+        if self.is_duckdb:
+            self.duck.register("_kequn_append", data)
+            try:
+                self.duck.execute(f'INSERT INTO "{name}" SELECT * FROM _kequn_append')
+            finally:
+                self.duck.unregister("_kequn_append")
+        else:
+            self.con.insert(name, data)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.con.disconnect()
