@@ -19,7 +19,6 @@ app = typer.Typer(
 )
 
 
-
 @app.callback()
 def _root() -> None:
     """kequn (客群): customer segmentation engine — import, RFM, CLV, segments."""

@@ -1,0 +1,637 @@
+"""The import pipeline: files → staged rows → clean, deduplicated, merged tables.
+
+Stages, all in SQL over whole columns:
+
+1. *stage* each file: map headers to fields, parse values, give every row a reason when
+   it cannot be used (missing required field, unparseable value);
+2. *deduplicate*: exact duplicate rows of a file are dropped and counted;
+3. *resolve identities* of the customers the rows refer to (:mod:`kequn.ingest.identity`);
+4. *write*, in one transaction: quarantined rows, customers, identities, orders (order
+   lines aggregated, returns flagged), events, and the import's own record. Rows whose key
+   (order id, event id) is already stored are skipped, so re-importing never doubles.
+
+A crash before the commit leaves the workspace exactly as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import pyarrow as pa
+
+from kequn.errors import InputError, WorkspaceError
+from kequn.ingest import parse
+from kequn.ingest.identity import resolve
+from kequn.ingest.mapping import KINDS, Mapping, map_columns
+from kequn.ingest.readers import Source, expand, open_source
+from kequn.workspace import Workspace
+
+Q = parse.quote_ident
+
+
+@dataclass
+class FileReport:
+    path: str
+    format: str
+    encoding: str | None
+    rows: int
+    mapping: dict[str, str]
+    unused_columns: list[str]
+    skipped: str | None = None
+
+
+@dataclass
+class ImportReport:
+    """What one ``kequn import`` did; every input row is accounted for."""
+
+    import_id: str
+    kind: str
+    source: str
+    files: list[FileReport] = field(default_factory=list)
+    rows_read: int = 0
+    duplicates: int = 0
+    quarantined: dict[str, int] = field(default_factory=dict)
+    rows_used: int = 0
+    imported: int = 0
+    already_present: int = 0
+    returns: int = 0
+    customers_new: int = 0
+    customers_matched: int = 0
+    customers_merged_by: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def quarantined_total(self) -> int:
+        return sum(self.quarantined.values())
+
+    def as_dict(self) -> dict:
+        data = {k: v for k, v in self.__dict__.items() if k != "files"}
+        data["files"] = [f.__dict__ for f in self.files]
+        data["quarantined_total"] = self.quarantined_total
+        return data
+
+
+def import_files(
+    workspace: Workspace,
+    kind: str,
+    paths: list[str | Path],
+    *,
+    source: str = "default",
+    column_map: dict[str, str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    _fail_before_commit: bool = False,
+) -> ImportReport:
+    """Import customers, orders or events from CSV/Excel/Parquet files (paths or globs).
+
+    All files of one call are one unit: either everything is written or nothing.
+    ``progress(done_bytes, total_bytes)`` is called while files are read.
+    """
+    if kind not in KINDS:
+        raise InputError(f"unknown import kind {kind!r}; use one of {', '.join(KINDS)}")
+    started = time.perf_counter()
+    started_at = datetime.now()
+    files = expand(paths)
+    store = workspace.store
+    if not store.is_duckdb:
+        raise WorkspaceError(
+            "import writes through the DuckDB engine for now; import into a DuckDB "
+            "workspace, then copy the tables to your backend"
+        )
+    engine = store.duck
+    cfg = workspace.config
+    report = ImportReport(import_id=uuid.uuid4().hex[:12], kind=kind, source=source)
+    sources = [open_source(p) for p in files]  # fail early on a bad or empty file
+    mappings = [
+        map_columns(kind, s.headers, column_map, cfg.column_map, source_name=repr(str(s.path)))
+        for s in sources
+    ]
+    total = sum(s.size for s in sources)
+    done = 0
+    _create_stage(engine, kind)
+    digests: list[tuple[Source, str]] = []
+    for src, mapping in zip(sources, mappings, strict=True):
+        digest = _sha256(src.path)
+        seen = engine.execute(
+            "SELECT import_id, finished_at FROM imports WHERE kind = ? AND sha256 = ? LIMIT 1",
+            [kind, digest],
+        ).fetchall()
+        file_report = FileReport(
+            str(src.path), src.format, src.encoding, 0, mapping.fields, mapping.unused
+        )
+        report.files.append(file_report)
+        if seen:
+            file_report.skipped = f"already imported (import {seen[0][0]}, {seen[0][1]:%Y-%m-%d})"
+            done += src.size
+            continue
+
+        def tick(pos: int, base: int = done) -> None:
+            if progress:
+                progress(base + pos, total)
+
+        file_report.rows = _stage_file(engine, kind, src, mapping, cfg, tick)
+        done += src.size
+        digests.append((src, digest))
+    report.rows_read = sum(f.rows for f in report.files)
+    if progress:
+        progress(total, total)
+    if not digests:
+        report.seconds = time.perf_counter() - started
+        return report
+
+    _deduplicate(engine, report)
+    if kind == "orders":
+        _check_orders(engine)
+    report.quarantined = dict(
+        engine.execute(
+            "SELECT _reason, count(*) FROM _stage WHERE _reason IS NOT NULL "
+            "GROUP BY 1 ORDER BY 2 DESC"
+        ).fetchall()
+    )
+    report.rows_used = report.rows_read - report.duplicates - report.quarantined_total
+
+    store_tx = store.transaction()
+    store_tx.__enter__()
+    try:
+        _resolve_customers(engine, kind, source, report)
+        _write_quarantine(engine, kind, report)
+        if kind == "customers":
+            _write_customers(engine, report)
+        elif kind == "orders":
+            _write_orders(engine, source, report)
+        else:
+            _write_events(engine, source, report)
+        now = datetime.now()
+        for src, digest in digests:
+            rows = next(f.rows for f in report.files if f.path == str(src.path))
+            engine.execute(
+                "INSERT INTO imports VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    report.import_id,
+                    kind,
+                    source,
+                    str(src.path.resolve()),
+                    digest,
+                    started_at,
+                    now,
+                    rows,
+                    report.duplicates,
+                    report.quarantined_total,
+                    report.returns,
+                    report.imported,
+                    report.customers_new,
+                    report.customers_matched,
+                ],
+            )
+        if _fail_before_commit:
+            raise RuntimeError("simulated crash before commit")
+    except BaseException as exc:
+        store_tx.__exit__(type(exc), exc, exc.__traceback__)
+        raise
+    else:
+        store_tx.__exit__(None, None, None)
+    finally:
+        for name in ("_stage", "_incoming", "_resolved", "_orders_new"):
+            engine.execute(f"DROP TABLE IF EXISTS {name}")
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+# -- staging -----------------------------------------------------------------------------
+
+_STAGE_COLUMNS = {
+    "customers": {
+        "source_id": "VARCHAR",
+        "name": "VARCHAR",
+        "name_en": "VARCHAR",
+        "gender": "VARCHAR",
+        "birth_date": "DATE",
+        "age_band": "VARCHAR",
+        "city": "VARCHAR",
+        "province": "VARCHAR",
+        "channel": "VARCHAR",
+        "email": "VARCHAR",
+        "phone": "VARCHAR",
+        "created_at": "TIMESTAMP",
+        "attributes": "VARCHAR",
+    },
+    "orders": {
+        "source_id": "VARCHAR",
+        "order_id": "VARCHAR",
+        "ordered_at": "TIMESTAMP",
+        "line_amount": "DOUBLE",
+        "quantity": "DOUBLE",
+        "unit_price": "DOUBLE",
+        "status": "VARCHAR",
+        "is_return": "BOOLEAN",
+        "channel": "VARCHAR",
+        "product_id": "VARCHAR",
+        "product_name": "VARCHAR",
+        "category": "VARCHAR",
+        "email": "VARCHAR",
+        "phone": "VARCHAR",
+    },
+    "events": {
+        "source_id": "VARCHAR",
+        "event_id": "VARCHAR",
+        "occurred_at": "TIMESTAMP",
+        "type": "VARCHAR",
+        "properties": "VARCHAR",
+        "channel": "VARCHAR",
+        "email": "VARCHAR",
+        "phone": "VARCHAR",
+    },
+}
+
+
+def _create_stage(engine, kind: str) -> None:
+    cols = ", ".join(f"{name} {typ}" for name, typ in _STAGE_COLUMNS[kind].items())
+    engine.execute(
+        f"""CREATE OR REPLACE TEMP TABLE _stage (
+            _file VARCHAR, _row BIGINT, _hash UBIGINT, _reason VARCHAR, _raw VARCHAR,
+            _has_products BOOLEAN, {cols})"""
+    )
+
+
+def _stage_file(engine, kind, src: Source, mapping: Mapping, cfg, tick) -> int:
+    """Read one file into ``_stage``, parsed, with a reason on every unusable row."""
+    batches = src.batches(tick)
+    first = next(batches, None)
+    if first is None:
+        return 0
+    schema = first.schema
+    types = {name: schema.field(name).type for name in schema.names}
+
+    def gen():
+        yield first
+        yield from batches
+
+    reader = pa.RecordBatchReader.from_batches(schema, gen())
+    f = mapping.fields
+
+    def col(field_name: str) -> str | None:
+        return Q(f[field_name]) if field_name in f else None
+
+    def typ(field_name: str) -> pa.DataType:
+        return types[f[field_name]]
+
+    exprs: dict[str, str] = {}
+    checks: list[tuple[str, str]] = []  # (condition, reason), first match wins
+
+    def text_field(name: str) -> None:
+        if name in f:
+            exprs[name] = parse.text(col(name), typ(name))
+
+    def time_field(name: str, required: bool) -> None:
+        if name not in f:
+            return
+        exprs[name] = parse.timestamp(
+            col(name), typ(name), date_order=cfg.date_order, timezone=cfg.timezone
+        )
+        if required:
+            checks.append((parse.blank(col(name)), f"missing {name}"))
+        checks.append(
+            (f"NOT {parse.blank(col(name))} AND ({exprs[name]}) IS NULL", f"unparseable {name}")
+        )
+
+    def number_field(name: str) -> str | None:
+        if name not in f:
+            return None
+        expr = parse.number(col(name), typ(name), decimal_comma=cfg.decimal_comma)
+        checks.append((f"NOT {parse.blank(col(name))} AND ({expr}) IS NULL", f"unparseable {name}"))
+        return expr
+
+    for name in ("email", "phone", "channel"):
+        text_field(name)
+
+    if "customer_id" in f:
+        exprs["source_id"] = parse.identifier(col("customer_id"), typ("customer_id"))
+    if kind == "customers":
+        for name in ("name", "name_en", "gender", "age_band", "city", "province"):
+            text_field(name)
+        time_field("created_at", required=False)
+        if "birth_date" in f:
+            time_field("birth_date", required=False)
+            exprs["birth_date"] = f"CAST(({exprs['birth_date']}) AS DATE)"
+        if "source_id" not in exprs:
+            parts = []
+            if "email" in f:
+                parts.append(parse.email_norm(exprs["email"]))
+            if "phone" in f:
+                parts.append(parse.phone_norm(exprs["phone"]))
+            exprs["source_id"] = f"coalesce({', '.join(parts)})"
+            checks.insert(0, (f"({exprs['source_id']}) IS NULL", "missing customer_id"))
+        else:
+            checks.insert(0, (f"({exprs['source_id']}) IS NULL", "missing customer_id"))
+        extra = [h for h in mapping.unused]
+        if extra:
+            pairs = ", ".join(f"{parse.quote_str(h)}, {Q(h)}" for h in extra)
+            exprs["attributes"] = f"CAST(json_object({pairs}) AS VARCHAR)"
+    elif kind == "orders":
+        checks.insert(0, (f"({exprs['source_id']}) IS NULL", "missing customer_id"))
+        time_field("ordered_at", required=True)
+        amount = number_field("amount")
+        qty = number_field("quantity")
+        price = number_field("unit_price")
+        computed = f"({qty}) * ({price})" if qty and price else price
+        if amount and computed:
+            exprs["line_amount"] = f"coalesce({amount}, {computed})"
+        else:
+            exprs["line_amount"] = amount or computed
+        checks.append((f"({exprs['line_amount']}) IS NULL", "missing amount"))
+        if qty:
+            exprs["quantity"] = qty
+        if price:
+            exprs["unit_price"] = price
+        for name in ("status", "product_id", "product_name", "category"):
+            text_field(name)
+        if "order_id" in f:
+            exprs["order_id"] = parse.identifier(col("order_id"), typ("order_id"))
+            checks.insert(1, (f"({exprs['order_id']}) IS NULL", "missing order_id"))
+        else:  # one order per row, named by its content so re-imports find it again
+            exprs["order_id"] = "'r' || substr(md5(" + _row_text(schema) + "), 1, 20)"
+        ret = [f"({exprs['line_amount']}) < 0"]
+        if qty:
+            ret.append(f"({qty}) < 0")
+        if "order_id" in f:
+            ret.append(f"regexp_matches({exprs['order_id']}, '^[Cc]\\d+$')")
+        if "status" in f:
+            ret.append(
+                f"regexp_matches(lower(coalesce({exprs['status']}, '')), '{parse.RETURN_WORDS}')"
+            )
+        exprs["is_return"] = "coalesce(" + " OR ".join(ret) + ", false)"
+        has_products = any(n in f for n in ("product_id", "product_name", "category"))
+        exprs["_has_products"] = "true" if has_products else "false"
+    else:  # events
+        checks.insert(0, (f"({exprs['source_id']}) IS NULL", "missing customer_id"))
+        time_field("occurred_at", required=True)
+        text_field("type")
+        checks.append((f"({exprs['type']}) IS NULL", "missing type"))
+        if "event_id" in f:
+            exprs["event_id"] = parse.identifier(col("event_id"), typ("event_id"))
+        else:
+            exprs["event_id"] = "'e' || substr(md5(" + _row_text(schema) + "), 1, 20)"
+        props = None
+        if "properties" in f:
+            props = parse.text(col("properties"), typ("properties"))
+            checks.append(
+                (
+                    f"({props}) IS NOT NULL AND NOT coalesce(json_valid({props}), false)",
+                    "invalid properties JSON",
+                )
+            )
+        extra = list(mapping.unused)
+        if extra:
+            pairs = ", ".join(f"{parse.quote_str(h)}, {Q(h)}" for h in extra)
+            extra_json = f"json_object({pairs})"
+            props = (
+                f"CAST(json_merge_patch({extra_json}, "
+                f"CASE WHEN json_valid({props}) THEN {props} ELSE '{{}}' END) AS VARCHAR)"
+                if props
+                else f"CAST({extra_json} AS VARCHAR)"
+            )
+        exprs["properties"] = props or "'{}'"
+
+    reason = (
+        "CASE "
+        + " ".join(f"WHEN {cond} THEN {parse.quote_str(why)}" for cond, why in checks)
+        + " END"
+    )
+    names = [n for n in schema.names if n != "_row"]
+    raw_pairs = ", ".join(f"{parse.quote_str(h)}, {Q(h)}" for h in names)
+    inner = ", ".join(f"{e} AS {Q('_f_' + n)}" for n, e in exprs.items())
+    outer = ", ".join(f"{Q('_f_' + n)} AS {Q(n)}" for n in exprs)
+    engine.register("_reader", reader)
+    try:
+        engine.execute(
+            f"""
+            INSERT INTO _stage BY NAME
+            SELECT {parse.quote_str(str(src.path))} AS _file, _row,
+                   hash({", ".join(Q(n) for n in names)}) AS _hash, _reason,
+                   CASE WHEN _reason IS NOT NULL
+                        THEN CAST(json_object({raw_pairs}) AS VARCHAR) END AS _raw,
+                   {outer}
+            FROM (SELECT *, {reason} AS _reason, {inner} FROM _reader)
+            """
+        )
+    finally:
+        engine.unregister("_reader")
+    return engine.execute(
+        "SELECT count(*) FROM _stage WHERE _file = ?", [str(src.path)]
+    ).fetchall()[0][0]
+
+
+def _row_text(schema: pa.Schema) -> str:
+    cols = [f"coalesce(CAST({Q(n)} AS VARCHAR), '')" for n in schema.names if n != "_row"]
+    return "concat_ws(chr(31), " + ", ".join(cols) + ")"
+
+
+def _deduplicate(engine, report: ImportReport) -> None:
+    """Drop exact duplicate rows of a file (same text in every column), keeping the first."""
+    before = engine.execute("SELECT count(*) FROM _stage").fetchall()[0][0]
+    engine.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE _stage AS
+        SELECT * FROM _stage
+        QUALIFY row_number() OVER (PARTITION BY _file, _hash ORDER BY _row) = 1
+        """
+    )
+    after = engine.execute("SELECT count(*) FROM _stage").fetchall()[0][0]
+    report.duplicates = before - after
+
+
+def _check_orders(engine) -> None:
+    """An order id used for lines of different customers is ambiguous: quarantine it."""
+    engine.execute(
+        """
+        UPDATE _stage SET _reason = 'order lines of several customers',
+               _raw = '{"order_id": ' || to_json(order_id) || ', "customer_id": '
+                      || to_json(source_id) || '}'
+        WHERE _reason IS NULL AND order_id IN (
+            SELECT order_id FROM _stage WHERE _reason IS NULL
+            GROUP BY order_id HAVING count(DISTINCT source_id) > 1)
+        """
+    )
+
+
+# -- writing -----------------------------------------------------------------------------
+
+
+def _resolve_customers(engine, kind: str, source: str, report: ImportReport) -> None:
+    email = parse.email_norm("email")
+    phone = parse.phone_norm("phone")
+    engine.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE _incoming AS
+        SELECT source_id,
+               arg_max({email}, _row) FILTER (WHERE ({email}) IS NOT NULL) AS email_norm,
+               arg_max({phone}, _row) FILTER (WHERE ({phone}) IS NOT NULL) AS phone_norm
+        FROM _stage WHERE _reason IS NULL GROUP BY source_id
+        """
+    )
+    resolve(engine, source)
+    src = parse.quote_str(source)
+    # New customers get a row (attributes follow for customer files); new source ids an
+    # identity; known ones refresh the e-mail / phone they were last seen with.
+    engine.execute(
+        "INSERT INTO customers (customer_id) SELECT customer_id FROM _resolved WHERE is_new"
+    )
+    engine.execute(
+        f"""
+        INSERT INTO identities
+        SELECT {src}, r.source_id, r.customer_id, r.matched_on, i.email_norm, i.phone_norm,
+               now()::TIMESTAMP
+        FROM _resolved r JOIN _incoming i USING (source_id)
+        WHERE r.matched_on <> 'id'
+        """
+    )
+    engine.execute(
+        f"""
+        UPDATE identities d SET email_norm = coalesce(i.email_norm, d.email_norm),
+                                phone_norm = coalesce(i.phone_norm, d.phone_norm)
+        FROM _incoming i
+        WHERE d.source = {src} AND d.source_id = i.source_id
+        """
+    )
+    report.customers_new = engine.execute("SELECT count(*) FROM _resolved WHERE is_new").fetchall()[
+        0
+    ][0]
+    merged = engine.execute(
+        "SELECT matched_on, count(*) FROM _resolved WHERE NOT is_new GROUP BY 1"
+    ).fetchall()
+    report.customers_merged_by = dict(merged)
+    report.customers_matched = sum(report.customers_merged_by.values())
+
+
+def _write_quarantine(engine, kind: str, report: ImportReport) -> None:
+    engine.execute(
+        f"""
+        INSERT INTO quarantine
+        SELECT {parse.quote_str(report.import_id)}, {parse.quote_str(kind)}, _file, _row,
+               _raw, _reason, now()::TIMESTAMP
+        FROM _stage WHERE _reason IS NOT NULL ORDER BY _file, _row
+        """
+    )
+
+
+_CUSTOMER_FIELDS = (
+    "name",
+    "name_en",
+    "gender",
+    "birth_date",
+    "age_band",
+    "city",
+    "province",
+    "channel",
+    "email",
+    "phone",
+    "created_at",
+)
+
+
+def _write_customers(engine, report: ImportReport) -> None:
+    """Merge attributes into the unified profile: later non-empty values win, none lost."""
+    latest = ", ".join(
+        f"arg_max({c}, _row) FILTER (WHERE {c} IS NOT NULL) AS {c}" for c in _CUSTOMER_FIELDS
+    )
+    engine.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE _profile AS
+        SELECT r.customer_id, {latest},
+               list(attributes ORDER BY _file, _row) FILTER (WHERE attributes IS NOT NULL)
+                   AS attrs
+        FROM _stage s JOIN _resolved r USING (source_id)
+        WHERE s._reason IS NULL GROUP BY r.customer_id
+        """
+    )
+    sets = ", ".join(f"{c} = coalesce(p.{c}, c.{c})" for c in _CUSTOMER_FIELDS)
+    engine.execute(
+        f"""
+        UPDATE customers c SET {sets},
+            attributes = CAST(list_reduce(
+                list_prepend(coalesce(c.attributes, '{{}}')::JSON, p.attrs::JSON[]),
+                (a, b) -> json_merge_patch(a, b)) AS VARCHAR),
+            updated_at = now()::TIMESTAMP
+        FROM _profile p WHERE c.customer_id = p.customer_id
+        """
+    )
+    report.imported = engine.execute("SELECT count(*) FROM _profile").fetchall()[0][0]
+    engine.execute("DROP TABLE _profile")
+
+
+def _write_orders(engine, source: str, report: ImportReport) -> None:
+    engine.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE _orders_new AS
+        SELECT s.order_id, any_value(r.customer_id) AS customer_id,
+               min(s.ordered_at) AS ordered_at,
+               round(CASE WHEN bool_or(s.is_return) THEN -abs(sum(s.line_amount))
+                          ELSE sum(s.line_amount) END, 2) AS amount,
+               sum(s.quantity) AS quantity, count(*) AS lines,
+               CASE WHEN bool_or(s.is_return) THEN coalesce(any_value(s.status), 'return')
+                    ELSE coalesce(any_value(s.status), 'purchase') END AS status,
+               bool_or(s.is_return) AS is_return,
+               any_value(s.channel) AS channel, bool_or(s._has_products) AS has_products
+        FROM _stage s JOIN _resolved r USING (source_id)
+        WHERE s._reason IS NULL
+        GROUP BY s.order_id
+        """
+    )
+    total = engine.execute("SELECT count(*) FROM _orders_new").fetchall()[0][0]
+    engine.execute("DELETE FROM _orders_new WHERE order_id IN (SELECT order_id FROM orders)")
+    new = engine.execute(
+        "SELECT count(*), count(*) FILTER (WHERE is_return) FROM _orders_new"
+    ).fetchall()[0]
+    report.imported, report.returns = new
+    report.already_present = total - report.imported
+    engine.execute(
+        f"""
+        INSERT INTO orders
+        SELECT order_id, customer_id, ordered_at, amount, quantity, lines, status, is_return,
+               channel, {parse.quote_str(source)}, {parse.quote_str(report.import_id)}
+        FROM _orders_new
+        """
+    )
+    engine.execute(
+        """
+        INSERT INTO order_lines
+        SELECT s.order_id, row_number() OVER (PARTITION BY s.order_id ORDER BY s._file, s._row),
+               s.product_id, s.product_name, s.category, s.quantity, s.unit_price,
+               s.line_amount
+        FROM _stage s
+        WHERE s._reason IS NULL AND s._has_products
+          AND s.order_id IN (SELECT order_id FROM _orders_new)
+        """
+    )
+
+
+def _write_events(engine, source: str, report: ImportReport) -> None:
+    rows = engine.execute(
+        f"""
+        INSERT INTO events
+        SELECT s.event_id, any_value(r.customer_id), min(s.occurred_at), any_value(s.type),
+               any_value(s.properties), {parse.quote_str(source)},
+               {parse.quote_str(report.import_id)}
+        FROM _stage s JOIN _resolved r USING (source_id)
+        WHERE s._reason IS NULL AND s.event_id NOT IN (SELECT event_id FROM events)
+        GROUP BY s.event_id
+        """
+    ).fetchall()[0][0]
+    used = engine.execute(
+        "SELECT count(DISTINCT event_id) FROM _stage WHERE _reason IS NULL"
+    ).fetchall()[0][0]
+    report.imported = rows
+    report.already_present = used - rows
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

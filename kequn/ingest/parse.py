@@ -1,0 +1,117 @@
+"""SQL fragments that turn raw cell text into typed values, the way people write them.
+
+These run inside the ingest engine (DuckDB) over whole columns at once. Each parser
+returns NULL where the text cannot be read, so the caller can quarantine the row and
+say which column failed; empty text is "missing", not "unparseable".
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+_DATE_FORMATS_COMMON = [
+    "%Y-%m-%d %H:%M:%S",
+    "%Y-%m-%d %H:%M",
+    "%Y-%m-%d",
+    "%Y/%m/%d %H:%M:%S",
+    "%Y/%m/%d %H:%M",
+    "%Y/%m/%d",
+    "%Y.%m.%d %H:%M:%S",
+    "%Y.%m.%d",
+    "%Y年%m月%d日 %H:%M:%S",
+    "%Y年%m月%d日 %H:%M",
+    "%Y年%m月%d日%H:%M:%S",
+    "%Y年%m月%d日%H时%M分",
+    "%Y年%m月%d日",
+    "%Y%m%d",
+    "%Y%m%d %H:%M:%S",
+]
+_DATE_FORMATS_MDY = ["%m/%d/%Y %H:%M:%S", "%m/%d/%Y %H:%M", "%m/%d/%Y", "%m-%d-%Y"]
+_DATE_FORMATS_DMY = [
+    "%d/%m/%Y %H:%M:%S",
+    "%d/%m/%Y %H:%M",
+    "%d/%m/%Y",
+    "%d.%m.%Y %H:%M",
+    "%d.%m.%Y",
+    "%d-%m-%Y",
+]
+
+RETURN_WORDS = r"(return|refund|cancel|revers|chargeback|退|取消|撤销|作废)"
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_str(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def blank(col: str) -> str:
+    """True where a cell is missing or only whitespace."""
+    return f"({col} IS NULL OR trim(CAST({col} AS VARCHAR)) = '')"
+
+
+def text(col: str, kind: pa.DataType) -> str:
+    """A cell as trimmed text (NULL when blank); integral floats lose their '.0'."""
+    if pa.types.is_floating(kind):
+        return (
+            f"CASE WHEN {col} = trunc({col}) THEN CAST(CAST({col} AS BIGINT) AS VARCHAR) "
+            f"ELSE CAST({col} AS VARCHAR) END"
+        )
+    if not pa.types.is_string(kind) and not pa.types.is_large_string(kind):
+        return f"CAST({col} AS VARCHAR)"
+    return f"nullif(trim({col}), '')"
+
+
+def identifier(col: str, kind: pa.DataType) -> str:
+    """An id as text; '12346.0' (ids saved through a float column) becomes '12346'."""
+    value = text(col, kind)
+    return f"regexp_replace({value}, '^(\\d+)\\.0+$', '\\1')"
+
+
+def timestamp(col: str, kind: pa.DataType, *, date_order: str, timezone: str) -> str:
+    """Dates and times in the common forms; offsets are converted to the workspace zone."""
+    if pa.types.is_timestamp(kind) or pa.types.is_date(kind):
+        if pa.types.is_timestamp(kind) and kind.tz is not None:
+            return f"timezone({quote_str(timezone)}, {col})"
+        return f"CAST({col} AS TIMESTAMP)"
+    if pa.types.is_integer(kind):
+        return f"try_strptime(CAST({col} AS VARCHAR), '%Y%m%d')"
+    value = f"trim(CAST({col} AS VARCHAR))"
+    formats = _DATE_FORMATS_COMMON + (
+        _DATE_FORMATS_DMY if date_order == "dmy" else _DATE_FORMATS_MDY
+    )
+    fmt_list = "[" + ", ".join(quote_str(f) for f in formats) + "]"
+    return (
+        f"CASE WHEN {blank(col)} THEN NULL "
+        f"WHEN regexp_matches({value}, '(Z|[+-]\\d\\d:?\\d\\d)$') "
+        f"THEN timezone({quote_str(timezone)}, TRY_CAST({value} AS TIMESTAMPTZ)) "
+        f"ELSE coalesce(try_strptime({value}, {fmt_list}), TRY_CAST({value} AS TIMESTAMP)) END"
+    )
+
+
+def number(col: str, kind: pa.DataType, *, decimal_comma: bool) -> str:
+    """Amounts as written: '¥1,234.50', '1 234,50' (decimal comma), '$12', '12元'."""
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind):
+        return f"CAST({col} AS DOUBLE)"
+    value = f"trim(CAST({col} AS VARCHAR))"
+    stripped = f"regexp_replace({value}, '(RMB|CNY|USD|EUR|[¥￥$€£元\\s\u00a0\u202f])', '', 'g')"
+    if decimal_comma:
+        stripped = f"replace(replace({stripped}, '.', ''), ',', '.')"
+    else:
+        stripped = f"replace({stripped}, ',', '')"
+    return f"CASE WHEN {blank(col)} THEN NULL ELSE TRY_CAST({stripped} AS DOUBLE) END"
+
+
+def email_norm(expr: str) -> str:
+    """Lower-cased, trimmed e-mail; NULL when it does not look like one."""
+    value = f"lower(trim({expr}))"
+    return f"CASE WHEN regexp_matches({value}, '^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$') THEN {value} END"
+
+
+def phone_norm(expr: str) -> str:
+    """Digits only; Chinese mobiles lose +86/0086 so every form of one number is equal."""
+    digits = f"regexp_replace({expr}, '\\D', '', 'g')"
+    cn = f"regexp_extract({digits}, '^(?:0086|86)?(1[3-9]\\d{{9}})$', 1)"
+    return f"CASE WHEN {cn} <> '' THEN {cn} WHEN length({digits}) >= 7 THEN {digits} END"
