@@ -88,9 +88,9 @@ def _components(unknown: pd.DataFrame, linked: pd.DataFrame) -> pd.DataFrame:
     known = old.groupby("label")["customer_id"].min()
     rec = pd.DataFrame({"label": rec_label, "source_id": unknown["source_id"].to_numpy()})
     fresh = rec.groupby("label")["source_id"].min()
-    customer = rec["label"].map(known)
-    is_new = customer.isna()
-    customer = customer.fillna(rec["label"].map(fresh))
+    customer = rec["label"].map(known).to_numpy(dtype=object)
+    is_new = pd.isna(customer)
+    customer[is_new] = rec["label"].map(fresh).to_numpy(dtype=object)[is_new]
 
     old_emails = set(linked["email_norm"].dropna())
     matched = np.where(
@@ -98,14 +98,22 @@ def _components(unknown: pd.DataFrame, linked: pd.DataFrame) -> pd.DataFrame:
         np.where(unknown["email_norm"].isin(old_emails).to_numpy(), "email", "phone"),
         "new",
     )
+    # Within a new group, a record joined by e-mail when another record shares its e-mail.
     group_size = rec.groupby("label")["source_id"].transform("size").to_numpy()
-    within = is_new.to_numpy() & (group_size > 1) & (rec["source_id"] != customer).to_numpy()
-    matched = np.where(within, np.where(unknown["email_norm"].notna(), "email", "phone"), matched)
+    email_shared = (
+        pd.DataFrame({"label": rec_label, "email": unknown["email_norm"].to_numpy()})
+        .groupby(["label", "email"], dropna=False)["label"]
+        .transform("size")
+        .to_numpy()
+        > 1
+    ) & unknown["email_norm"].notna().to_numpy()
+    within = is_new & (group_size > 1) & (rec["source_id"].to_numpy() != customer)
+    matched = np.where(within, np.where(email_shared, "email", "phone"), matched)
     return pd.DataFrame(
         {
             "source_id": unknown["source_id"].to_numpy(),
-            "customer_id": customer.to_numpy(),
+            "customer_id": customer.astype(str),
             "matched_on": matched,
-            "is_new": is_new.to_numpy() & (rec["source_id"] == customer).to_numpy(),
+            "is_new": is_new & (rec["source_id"].to_numpy() == customer),
         }
     )

@@ -35,6 +35,7 @@ _COMMON = {
 ALIASES: dict[str, dict[str, str]] = {
     "customers": {
         **_COMMON,
+        "customer_id": _CUSTOMER_ID + " id 编号",
         "name": "name fullname customername 姓名 客户名称 客户姓名 名字 会员姓名 会员名称",
         "name_en": "nameen englishname 英文名 英文姓名",
         "gender": "gender sex 性别",
