@@ -57,7 +57,7 @@ ORDERS = ibis.schema(
 )
 
 # Order lines with a product, kept when the input names products (for personas and
-# "bought product X" rules).
+# "bought product X" rules). ``line_no`` is the line's data row in its source file.
 ORDER_LINES = ibis.schema(
     {
         "order_id": "string",

@@ -8,6 +8,7 @@ say which column failed; empty text is "missing", not "unparseable".
 from __future__ import annotations
 
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.compute
 
 _DATE_FORMATS_COMMON = [
     "%Y-%m-%d %H:%M:%S",
@@ -67,10 +68,55 @@ def text(col: str, kind: pa.DataType) -> str:
 def identifier(col: str, kind: pa.DataType) -> str:
     """An id as text; '12346.0' (ids saved through a float column) becomes '12346'."""
     value = text(col, kind)
-    return f"regexp_replace({value}, '^(\\d+)\\.0+$', '\\1')"
+    return (
+        f"CASE WHEN ends_with({value}, '.0') "
+        f"THEN regexp_replace({value}, '^(\\d+)\\.0+$', '\\1') ELSE {value} END"
+    )
 
 
-def timestamp(col: str, kind: pa.DataType, *, date_order: str, timezone: str) -> str:
+def date_formats(date_order: str) -> list[str]:
+    return _DATE_FORMATS_COMMON + (_DATE_FORMATS_DMY if date_order == "dmy" else _DATE_FORMATS_MDY)
+
+
+def sniff_date_format(engine, values: pa.Array, date_order: str) -> str | None:
+    """The format that reads most of a sample of a column (ISO text needs none).
+
+    ``try_strptime`` with a list of formats is slow when the first ones fail, so each
+    file's column is parsed with its own format first and the full list only for the
+    rows that format does not read.
+    """
+    sample = pa.table({"v": values.cast(pa.string())}).filter(
+        pa.compute.invert(pa.compute.is_null(values))
+    )
+    if sample.num_rows == 0:
+        return None
+    engine.register("_date_sample", sample.slice(0, 2000))
+    try:
+        iso, total = engine.execute(
+            "SELECT count(TRY_CAST(trim(v) AS TIMESTAMP)), count(*) FROM _date_sample"
+        ).fetchall()[0]
+        if iso == total:
+            return None
+        best, best_n = None, iso
+        for fmt in date_formats(date_order):
+            n = engine.execute(
+                "SELECT count(try_strptime(trim(v), ?)) FROM _date_sample", [fmt]
+            ).fetchall()[0][0]
+            if n > best_n:
+                best, best_n = fmt, n
+        return best
+    finally:
+        engine.unregister("_date_sample")
+
+
+def timestamp(
+    col: str,
+    kind: pa.DataType,
+    *,
+    date_order: str,
+    timezone: str,
+    preferred: str | None = None,
+) -> str:
     """Dates and times in the common forms; offsets are converted to the workspace zone."""
     if pa.types.is_timestamp(kind) or pa.types.is_date(kind):
         if pa.types.is_timestamp(kind) and kind.tz is not None:
@@ -79,15 +125,15 @@ def timestamp(col: str, kind: pa.DataType, *, date_order: str, timezone: str) ->
     if pa.types.is_integer(kind):
         return f"try_strptime(CAST({col} AS VARCHAR), '%Y%m%d')"
     value = f"trim(CAST({col} AS VARCHAR))"
-    formats = _DATE_FORMATS_COMMON + (
-        _DATE_FORMATS_DMY if date_order == "dmy" else _DATE_FORMATS_MDY
-    )
-    fmt_list = "[" + ", ".join(quote_str(f) for f in formats) + "]"
+    fmt_list = "[" + ", ".join(quote_str(f) for f in date_formats(date_order)) + "]"
+    first = f"try_strptime({value}, {quote_str(preferred)}), " if preferred else ""
+    # coalesce evaluates lazily: the slow full list runs only where the cheap forms fail
     return (
         f"CASE WHEN {blank(col)} THEN NULL "
         f"WHEN regexp_matches({value}, '(Z|[+-]\\d\\d:?\\d\\d)$') "
         f"THEN timezone({quote_str(timezone)}, TRY_CAST({value} AS TIMESTAMPTZ)) "
-        f"ELSE coalesce(try_strptime({value}, {fmt_list}), TRY_CAST({value} AS TIMESTAMP)) END"
+        f"ELSE coalesce(TRY_CAST({value} AS TIMESTAMP), {first}"
+        f"try_strptime({value}, {fmt_list})) END"
     )
 
 
@@ -101,7 +147,11 @@ def number(col: str, kind: pa.DataType, *, decimal_comma: bool) -> str:
         stripped = f"replace(replace({stripped}, '.', ''), ',', '.')"
     else:
         stripped = f"replace({stripped}, ',', '')"
-    return f"CASE WHEN {blank(col)} THEN NULL ELSE TRY_CAST({stripped} AS DOUBLE) END"
+    # plain numbers take the fast cast; only the others go through the text clean-up
+    plain = "" if decimal_comma else f"TRY_CAST({value} AS DOUBLE), "
+    return (
+        f"CASE WHEN {blank(col)} THEN NULL ELSE coalesce({plain}TRY_CAST({stripped} AS DOUBLE)) END"
+    )
 
 
 def email_norm(expr: str) -> str:
