@@ -269,3 +269,10 @@ def test_events_with_properties_and_extra_columns(ws, write):
     assert json.loads(got[0][2]) == {"product_id": "P1", "page": "/p/1"}
     again = import_files(ws, "events", [write("ev2.csv", path.read_text() + "\n")])
     assert again.imported == 0 and again.already_present == 2
+
+
+def test_keep_duplicates_for_transactions_without_ids(ws, write):
+    text = "customer_id,date,amount\nx,2024-01-01,9.99\nx,2024-01-01,9.99\nx,2024-01-01,9.99\n"
+    report = import_files(ws, "orders", [write("o.csv", text)], keep_duplicates=True)
+    assert report.duplicates == 0 and report.imported == 3
+    assert rows(ws, "SELECT count(DISTINCT order_id), sum(amount) FROM orders") == [(3, 29.97)]

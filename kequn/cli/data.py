@@ -31,6 +31,10 @@ def import_cmd(
     source: Annotated[
         str, typer.Option(help="Name of the system the files come from (for identities).")
     ] = "default",
+    keep_duplicates: Annotated[
+        bool,
+        typer.Option(help="Keep identical rows (separate transactions that have no id)."),
+    ] = False,
     workspace: WorkspaceOpt = None,
     json_: JsonOpt = False,
 ) -> None:
@@ -45,7 +49,15 @@ def import_cmd(
     ws = open_workspace(workspace)
     mapping = parse_map_options(map_)
     with _progress(enabled=not json_) as tick:
-        report = import_files(ws, kind, files, source=source, column_map=mapping, progress=tick)
+        report = import_files(
+            ws,
+            kind,
+            files,
+            source=source,
+            column_map=mapping,
+            keep_duplicates=keep_duplicates,
+            progress=tick,
+        )
     if json_:
         print_json(report.as_dict())
         return

@@ -84,12 +84,14 @@ def import_files(
     *,
     source: str = "default",
     column_map: dict[str, str] | None = None,
+    keep_duplicates: bool = False,
     progress: Callable[[int, int], None] | None = None,
-    _fail_before_commit: bool = False,
 ) -> ImportReport:
     """Import customers, orders or events from CSV/Excel/Parquet files (paths or globs).
 
     All files of one call are one unit: either everything is written or nothing.
+    Exact duplicate rows of a file are dropped unless ``keep_duplicates`` (for files such
+    as CDNow's, where identical rows are separate transactions without an id).
     ``progress(done_bytes, total_bytes)`` is called while files are read.
     """
     if kind not in KINDS:
@@ -144,7 +146,7 @@ def import_files(
         report.seconds = time.perf_counter() - started
         return report
 
-    _deduplicate(engine, report)
+    _deduplicate(engine, report, keep=keep_duplicates)
     if kind == "orders":
         _check_orders(engine)
     report.quarantined = dict(
@@ -188,8 +190,6 @@ def import_files(
                     report.customers_matched,
                 ],
             )
-        if _fail_before_commit:
-            raise RuntimeError("simulated crash before commit")
     except BaseException as exc:
         store_tx.__exit__(type(exc), exc, exc.__traceback__)
         raise
@@ -254,7 +254,7 @@ def _create_stage(engine, kind: str) -> None:
     engine.execute(
         f"""CREATE OR REPLACE TEMP TABLE _stage (
             _file VARCHAR, _row BIGINT, _hash UBIGINT, _reason VARCHAR, _raw VARCHAR,
-            _has_products BOOLEAN, {cols})"""
+            _has_products BOOLEAN, _id_made BOOLEAN, {cols})"""
     )
 
 
@@ -361,6 +361,7 @@ def _stage_file(engine, kind, src: Source, mapping: Mapping, cfg, tick) -> int:
             parsed["order_id"] = parse.identifier(col("order_id"), typ("order_id"))
         else:  # one order per row, named by its content so re-imports find it again
             parsed["order_id"] = "'r' || substr(md5(" + _row_text(schema) + "), 1, 20)"
+        parsed["_id_made"] = "false" if "order_id" in f else "true"
         returns = [f"{Q('_g_line_amount')} < 0"]
         if qty:
             returns.append(f"{qty} < 0")
@@ -385,6 +386,7 @@ def _stage_file(engine, kind, src: Source, mapping: Mapping, cfg, tick) -> int:
             parsed["event_id"] = parse.identifier(col("event_id"), typ("event_id"))
         else:
             parsed["event_id"] = "'e' || substr(md5(" + _row_text(schema) + "), 1, 20)"
+        parsed["_id_made"] = "false" if "event_id" in f else "true"
         props = None
         if "properties" in f:
             parsed["properties"] = parse.text(col("properties"), typ("properties"))
@@ -417,7 +419,7 @@ def _stage_file(engine, kind, src: Source, mapping: Mapping, cfg, tick) -> int:
     outputs = {n: P(n) for n in parsed} | {n: Q("_g_" + n) for n in derived}
     if kind == "orders":
         outputs["is_return"] = is_return
-    wanted = set(_STAGE_COLUMNS[kind]) | {"_has_products"}
+    wanted = set(_STAGE_COLUMNS[kind]) | {"_has_products", "_id_made"}
     final = ", ".join(f"{e} AS {Q(n)}" for n, e in outputs.items() if n in wanted)
     engine.register("_reader", reader)
     try:
@@ -445,24 +447,36 @@ def _row_text(schema: pa.Schema) -> str:
     return "concat_ws(chr(31), " + ", ".join(cols) + ")"
 
 
-def _deduplicate(engine, report: ImportReport) -> None:
+def _deduplicate(engine, report: ImportReport, *, keep: bool) -> None:
     """Drop exact duplicate rows of a file (same text in every column), keeping the first.
 
     Rows are compared by a 64-bit hash of all their cells; only the few hashes seen more
     than once are looked at row by row, so a file without duplicates costs one aggregate.
+    With ``keep``, the copies stay and their content-made ids get a suffix (-2, -3, ...).
     """
-    engine.execute(
-        """
-        DELETE FROM _stage WHERE rowid IN (
-            SELECT rowid FROM _stage
-            WHERE (_file, _hash) IN (
-                SELECT (_file, _hash) FROM _stage GROUP BY _file, _hash HAVING count(*) > 1)
-            QUALIFY row_number() OVER (PARTITION BY _file, _hash ORDER BY _row) > 1)
-        """
-    )
-    report.duplicates = (
-        report.rows_read - engine.execute("SELECT count(*) FROM _stage").fetchall()[0][0]
-    )
+    repeats = """
+        SELECT rowid AS rid, row_number() OVER (PARTITION BY _file, _hash ORDER BY _row) AS k
+        FROM _stage
+        WHERE (_file, _hash) IN (
+            SELECT (_file, _hash) FROM _stage GROUP BY _file, _hash HAVING count(*) > 1)
+        QUALIFY k > 1
+    """
+    if not keep:
+        engine.execute(f"DELETE FROM _stage WHERE rowid IN (SELECT rid FROM ({repeats}))")
+        report.duplicates = (
+            report.rows_read - engine.execute("SELECT count(*) FROM _stage").fetchall()[0][0]
+        )
+        return
+    key = {"orders": "order_id", "events": "event_id"}.get(report.kind)
+    columns = [r[0] for r in engine.execute("DESCRIBE _stage").fetchall()]
+    if key in columns:
+        engine.execute(
+            f"""
+            UPDATE _stage SET {key} = {key} || '-' || d.k
+            FROM ({repeats}) d
+            WHERE _stage.rowid = d.rid AND _stage._id_made
+            """
+        )
 
 
 def _check_orders(engine) -> None:
