@@ -1,7 +1,14 @@
 """kequn (客群): a customer segmentation engine.
 
 The public Python API is what ``__all__`` lists; everything else is private to the package.
+Heavy parts (Ibis, DuckDB, pandas) load on first use, so ``import kequn`` and the CLI's
+``--help`` stay fast.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from kequn.errors import (
     EmptySource,
@@ -13,12 +20,22 @@ from kequn.errors import (
     WorkspaceError,
     WorkspaceNotFound,
 )
-from kequn.workspace import Workspace, init_workspace, open_workspace
 
 __version__ = "0.1.0"
 
+# public name -> module that defines it
+_LAZY = {
+    "Workspace": "kequn.workspace",
+    "init_workspace": "kequn.workspace",
+    "open_workspace": "kequn.workspace",
+    "ImportReport": "kequn.ingest",
+    "import_files": "kequn.ingest",
+    "profile": "kequn.profiles",
+}
+
 __all__ = [
     "EmptySource",
+    "ImportReport",
     "InputError",
     "KequnError",
     "MappingError",
@@ -28,6 +45,25 @@ __all__ = [
     "WorkspaceError",
     "WorkspaceNotFound",
     "__version__",
+    "import_files",
     "init_workspace",
     "open_workspace",
+    "profile",
 ]
+
+if TYPE_CHECKING:
+    from kequn.ingest import ImportReport, import_files
+    from kequn.profiles import profile
+    from kequn.workspace import Workspace, init_workspace, open_workspace
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'kequn' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

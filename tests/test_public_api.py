@@ -1,0 +1,48 @@
+"""The public surface is pinned: adding or removing a name is a deliberate change."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import kequn
+
+EXPECTED = {
+    "EmptySource",
+    "ImportReport",
+    "InputError",
+    "KequnError",
+    "MappingError",
+    "NotFittedError",
+    "SourceNotFound",
+    "Workspace",
+    "WorkspaceError",
+    "WorkspaceNotFound",
+    "__version__",
+    "import_files",
+    "init_workspace",
+    "open_workspace",
+    "profile",
+}
+
+
+def test_all_is_pinned():
+    assert set(kequn.__all__) == EXPECTED
+
+
+def test_every_public_name_resolves():
+    for name in kequn.__all__:
+        assert getattr(kequn, name) is not None, name
+
+
+def test_errors_are_also_builtins():
+    assert issubclass(kequn.InputError, ValueError)
+    assert issubclass(kequn.SourceNotFound, FileNotFoundError)
+    assert issubclass(kequn.NotFittedError, AttributeError)
+    assert all(issubclass(getattr(kequn, n), kequn.KequnError) for n in EXPECTED if "Err" in n)
+
+
+def test_cli_help_does_not_import_heavy_libraries():
+    code = "import sys; from kequn.cli import app; print('ibis' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
