@@ -208,7 +208,9 @@ class Store:
             finally:
                 self.duck.unregister("_kequn_append")
         else:
-            self.con.insert(name, data)
+            # Only columns with values: some Ibis backends cannot bind all-null timestamps.
+            keep = [c for c in data.column_names if data[c].null_count < data.num_rows]
+            self.con.insert(name, data.select(keep))
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
