@@ -175,11 +175,25 @@ def quarantine(
         by_reason.add_row(rec.kind, rec.reason, f"{rec.rows:,}")
     console.print(by_reason)
     detail = Table(title=f"rows (newest first{', first ' + str(limit) if limit else ''})")
-    for name in ("import", "file", "row", "reason", "raw values"):
-        detail.add_column(name, overflow="fold")
+    for name in ("import", "file", "row", "reason"):
+        detail.add_column(name, no_wrap=True)
+    detail.add_column("raw values", overflow="fold", ratio=1)
     for rec in frame.itertuples(index=False):
-        detail.add_row(rec.import_id, rec.source, str(rec.row_number), rec.reason, rec.raw)
+        detail.add_row(
+            rec.import_id, Path(rec.source).name, str(rec.row_number), rec.reason, _raw(rec.raw)
+        )
     console.print(detail)
+
+
+def _raw(text: str | None) -> str:
+    """Raw values as ``column=value`` pairs: shorter than JSON in a terminal."""
+    import json
+
+    try:
+        values = json.loads(text or "{}")
+    except ValueError:
+        return text or ""
+    return ", ".join(f"{k}={'' if v is None else v}" for k, v in values.items())
 
 
 @handle_errors
