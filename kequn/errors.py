@@ -9,13 +9,19 @@ so ``except ValueError`` keeps working for callers who do not know kequn::
     ├── InputError (ValueError)   a file or argument kequn cannot use
     │   ├── SourceNotFound (FileNotFoundError)
     │   ├── EmptySource
-    │   └── MappingError          a column mapping that names no column / no field
+    │   ├── MappingError          a column mapping that names no column / no field
+    │   └── RuleError             a segment rule that does not parse or check; it points
+    │                             at the bad part (line:col and a caret under the text)
     └── NotFittedError (AttributeError)   a model used before ``fit``
 
 Messages quote the bad value with ``!r``, say where it was found and what is allowed.
 """
 
 from __future__ import annotations
+
+import difflib
+import unicodedata
+from collections.abc import Iterable
 
 
 class KequnError(Exception):
@@ -50,6 +56,86 @@ class EmptySource(InputError):
 
 class MappingError(InputError):
     """A column mapping that cannot be applied (unknown source column or target field)."""
+
+
+class RuleError(InputError):
+    """A segment rule that is not valid; the message points at the bad part of the rule."""
+
+    exit_code = 2
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: str,
+        text: str | None = None,
+        start: int | None = None,
+        end: int | None = None,
+        segment: str | None = None,
+    ) -> None:
+        self.message = message
+        self.kind = kind
+        self.text = text
+        self.start = start
+        self.end = end
+        self.segment = segment
+        super().__init__(self._render())
+
+    @property
+    def line(self) -> int | None:
+        if self.text is None or self.start is None:
+            return None
+        return self.text.count("\n", 0, self.start) + 1
+
+    @property
+    def column(self) -> int | None:
+        if self.text is None or self.start is None:
+            return None
+        return self.start - (self.text.rfind("\n", 0, self.start) + 1) + 1
+
+    def _render(self) -> str:
+        where = f"in segment {self.segment!r}: " if self.segment else ""
+        if self.text is None or self.start is None:
+            return where + self.message
+        line_no, col = self.line, self.column
+        lines = self.text.split("\n")
+        src = lines[line_no - 1]
+        begin = self.start - (col - 1)
+        stop = min(self.end if self.end is not None else self.start + 1, begin + len(src))
+        pad = _width(src[: col - 1])
+        marks = max(1, _width(src[col - 1 : stop - begin]))
+        caret = " " * pad + "^" * marks
+        return f"{where}{self.message} (at {line_no}:{col})\n  {src}\n  {caret}"
+
+    def in_segment(self, name: str) -> RuleError:
+        """The same error, saying which stored or file segment's rule it is in."""
+        if self.segment is not None:
+            return self
+        return RuleError(
+            self.message,
+            kind=self.kind,
+            text=self.text,
+            start=self.start,
+            end=self.end,
+            segment=name,
+        )
+
+
+def _width(text: str) -> int:
+    """Terminal columns: wide (CJK) characters take two."""
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def closest(word: str, choices: Iterable[str], n: int = 3) -> str:
+    """' ; did you mean 'a', 'b'?' for the closest choices, or '' when none is close."""
+    choices = list(choices)
+    near = difflib.get_close_matches(word, choices, n=n, cutoff=0.6)
+    if not near:
+        lowered = {c.lower(): c for c in choices}
+        near = [lowered[m] for m in difflib.get_close_matches(word.lower(), lowered, n=n)]
+    if not near:
+        return ""
+    return "; did you mean " + ", ".join(repr(c) for c in near) + "?"
 
 
 class NotFittedError(KequnError, AttributeError):

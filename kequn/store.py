@@ -126,6 +126,42 @@ IMPORTS = ibis.schema(
     }
 )
 
+# Segment definitions, one row per segment × evaluation, and membership intervals
+# (``exited_at`` NULL while the customer is a member); see kequn/segments/engine.py.
+SEGMENTS = ibis.schema(
+    {
+        "name": "string",
+        "label_zh": "string",
+        "label_en": "string",
+        "description": "string",
+        "owner": "string",
+        "tags": "string",
+        "rule": "string",
+        "source": "string",
+        "updated_at": "timestamp",
+    }
+)
+
+SEGMENT_RUNS = ibis.schema(
+    {
+        "segment": "string",
+        "as_of": "timestamp",
+        "size": "int64",
+        "entered": "int64",
+        "exited": "int64",
+        "computed_at": "timestamp",
+    }
+)
+
+MEMBERSHIPS = ibis.schema(
+    {
+        "segment": "string",
+        "customer_id": "string",
+        "entered_at": "timestamp",
+        "exited_at": "timestamp",
+    }
+)
+
 TABLES: dict[str, ibis.Schema] = {
     "customers": CUSTOMERS,
     "orders": ORDERS,
@@ -134,6 +170,9 @@ TABLES: dict[str, ibis.Schema] = {
     "identities": IDENTITIES,
     "quarantine": QUARANTINE,
     "imports": IMPORTS,
+    "segments": SEGMENTS,
+    "segment_runs": SEGMENT_RUNS,
+    "memberships": MEMBERSHIPS,
 }
 
 

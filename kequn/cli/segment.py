@@ -1,0 +1,249 @@
+"""``kequn segment``: count a rule, apply segment files, list, show, export, overlap, history.
+
+Thin: every command calls :mod:`kequn.segments` and prints. Rule errors print the message
+with its caret line (escaped, so brackets in a rule are not read as Rich markup) and exit 2.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from kequn.cli._common import JsonOpt, WorkspaceOpt, console, handle_errors, print_json
+
+AsOfOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--as-of",
+        help="Evaluate at this day (YYYY-MM-DD, the whole day counts) or instant "
+        "(YYYY-MM-DDTHH:MM); default: now.",
+        show_default=False,
+    ),
+]
+
+segment_app = typer.Typer(
+    name="segment",
+    help="Segments (客群): rules over customers, orders and events, with history.",
+    no_args_is_help=True,
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(segment_app, name="segment")
+
+
+def _open(workspace: Path | None):
+    from kequn.workspace import open_workspace
+
+    return open_workspace(workspace)
+
+
+@segment_app.command("count")
+@handle_errors
+def count_cmd(
+    rule: Annotated[str, typer.Argument(help="A rule, e.g. \"city = '北京'\", or a segment name.")],
+    as_of: AsOfOpt = None,
+    workspace: WorkspaceOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Count the customers a rule selects (计数)."""
+    from kequn.segments import count
+
+    with _open(workspace) as ws:
+        n = count(ws, rule, as_of)
+    if json_:
+        print_json({"rule": rule, "as_of": as_of, "count": n})
+        return
+    console.print(f"{n:,}")
+
+
+@segment_app.command("apply")
+@handle_errors
+def apply_cmd(
+    file: Annotated[Path, typer.Argument(help="Segment file (.toml, or .yaml with PyYAML).")],
+    as_of: AsOfOpt = None,
+    workspace: WorkspaceOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Store the file's segments, evaluate them and record who entered and left (应用)."""
+    from kequn.segments import apply
+
+    with _open(workspace) as ws:
+        report = apply(ws, file, as_of)
+    if json_:
+        print_json(report.as_dict())
+        return
+    table = Table(title=f"segments at {report.as_of:%Y-%m-%d %H:%M}")
+    for name in ("segment", "size", "entered", "exited"):
+        table.add_column(name, justify="left" if name == "segment" else "right")
+    for r in report.runs:
+        table.add_row(escape(r.segment), f"{r.size:,}", f"+{r.entered:,}", f"-{r.exited:,}")
+    console.print(table)
+
+
+@segment_app.command("list")
+@handle_errors
+def list_cmd(workspace: WorkspaceOpt = None, json_: JsonOpt = False) -> None:
+    """List stored segments with their latest size and the change since the run before (列表)."""
+    from kequn.segments import list_segments
+
+    with _open(workspace) as ws:
+        rows = list_segments(ws)
+    if json_:
+        print_json(rows)
+        return
+    if not rows:
+        console.print("no segments yet; define some in a file and run `kequn segment apply FILE`")
+        return
+    table = Table()
+    for name in ("segment", "label", "size", "change", "as of", "owner", "tags"):
+        table.add_column(name, justify="right" if name in ("size", "change") else "left")
+    for r in rows:
+        label = " / ".join(x for x in (r["label_zh"], r["label_en"]) if x)
+        size = "-" if r["size"] is None else f"{r['size']:,}"
+        change = "" if r["change"] is None else f"{r['change']:+,}"
+        at = "" if r["as_of"] is None else f"{r['as_of']:%Y-%m-%d %H:%M}"
+        table.add_row(
+            escape(r["name"]),
+            escape(label),
+            size,
+            change,
+            at,
+            escape(r["owner"] or ""),
+            escape(", ".join(r["tags"])),
+        )
+    console.print(table)
+
+
+@segment_app.command("show")
+@handle_errors
+def show_cmd(
+    name: Annotated[str, typer.Argument(help="Segment name.")],
+    sample: Annotated[int, typer.Option(help="Sample members to show.")] = 10,
+    workspace: WorkspaceOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Show a segment: rule, size, change, sample members and breakdowns (详情)."""
+    from kequn.segments import show
+
+    with _open(workspace) as ws:
+        data = show(ws, name, sample=sample)
+    if json_:
+        print_json(data)
+        return
+    label = " / ".join(x for x in (data["label_zh"], data["label_en"]) if x)
+    console.rule(f"[bold]{escape(data['name'])}[/] {escape(label)}")
+    if data["description"]:
+        console.print(escape(data["description"]))
+    console.print(f"[dim]rule[/] {escape(data['rule'])}")
+    meta = f"[dim]owner[/] {escape(data['owner'] or '-')}  [dim]tags[/] "
+    console.print(meta + escape(", ".join(data["tags"]) or "-"))
+    if data["size"] is None:
+        console.print("not evaluated yet")
+        return
+    change = "" if data["change"] is None else f" ({data['change']:+,} since the run before)"
+    share = f"{data['share']:.1%}" if data["share"] is not None else "-"
+    console.print(
+        f"[dim]size[/] {data['size']:,}{change}  [dim]share[/] {share} of "
+        f"{data['customers']:,}  [dim]as of[/] {data['as_of']:%Y-%m-%d %H:%M}"
+    )
+    for col, items in data["breakdown"].items():
+        parts = ", ".join(f"{escape(str(i['value']))} {i['customers']:,}" for i in items)
+        console.print(f"[dim]{col}[/] {parts or '-'}")
+    if data["sample"]:
+        table = Table(title="sample members", show_edge=False)
+        for key in data["sample"][0]:
+            table.add_column(key)
+        for row in data["sample"]:
+            table.add_row(*(escape("" if v is None else str(v)) for v in row.values()))
+        console.print(table)
+
+
+@segment_app.command("export")
+@handle_errors
+def export_cmd(
+    name: Annotated[str, typer.Argument(help="Segment name.")],
+    out: Annotated[Path, typer.Option("--out", help="File to write: .csv .xlsx .parquet .json")],
+    columns: Annotated[
+        str | None,
+        typer.Option(help="Customer columns, comma-separated (default: id, name, city, …)."),
+    ] = None,
+    as_of: AsOfOpt = None,
+    workspace: WorkspaceOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Write a segment's members to a file; with --as-of, evaluate the rule afresh (导出)."""
+    from kequn.segments import export_segment
+
+    cols = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
+    with _open(workspace) as ws:
+        n = export_segment(ws, name, out, columns=cols, as_of=as_of)
+    if json_:
+        print_json({"segment": name, "out": str(out), "rows": n})
+        return
+    console.print(f"wrote {n:,} customers to {escape(str(out))}")
+
+
+@segment_app.command("overlap")
+@handle_errors
+def overlap_cmd(
+    names: Annotated[list[str] | None, typer.Argument(help="Segments (default: all).")] = None,
+    workspace: WorkspaceOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Pairwise overlap of current members, with the Jaccard index (重叠)."""
+    from kequn.segments import overlap
+
+    with _open(workspace) as ws:
+        pairs = overlap(ws, names or None)
+    if json_:
+        print_json(pairs)
+        return
+    if not pairs:
+        console.print("need at least two segments to compare")
+        return
+    table = Table()
+    for name in ("a", "b", "size a", "size b", "both", "jaccard"):
+        table.add_column(name, justify="left" if name in ("a", "b") else "right")
+    for p in pairs:
+        table.add_row(
+            escape(p["a"]),
+            escape(p["b"]),
+            f"{p['size_a']:,}",
+            f"{p['size_b']:,}",
+            f"{p['both']:,}",
+            f"{p['jaccard']:.3f}",
+        )
+    console.print(table)
+
+
+@segment_app.command("history")
+@handle_errors
+def history_cmd(
+    name: Annotated[str, typer.Argument(help="Segment name.")],
+    workspace: WorkspaceOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Size, entries and exits at each evaluation of a segment (历史)."""
+    from kequn.segments import history
+
+    with _open(workspace) as ws:
+        rows = history(ws, name)
+    if json_:
+        print_json(rows)
+        return
+    table = Table(title=f"history of {escape(name)}")
+    for col in ("as of", "size", "entered", "exited"):
+        table.add_column(col, justify="left" if col == "as of" else "right")
+    for r in rows:
+        table.add_row(
+            f"{r['as_of']:%Y-%m-%d %H:%M}",
+            f"{r['size']:,}",
+            f"+{r['entered']:,}",
+            f"-{r['exited']:,}",
+        )
+    console.print(table)

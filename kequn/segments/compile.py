@@ -1,0 +1,316 @@
+"""The compiler: a checked rule → one Ibis expression, ``customer_id`` and ``member``.
+
+Every aggregate over orders is computed in *one* ``GROUP BY customer_id`` over the orders
+table (each aggregate with its own ``FILTER (WHERE …)`` for its window, its returns setting
+and its ``where``), likewise for events; the per-customer results are left-joined to the
+customers, so a customer with no orders or events is still there, with count 0.
+
+Two-valued logic: every condition is filled with false where SQL would give NULL, so
+``member`` is never NULL and a rule and its negation split the customers in two. ``!=``,
+``not in``, ``not between``, ``not contains`` are comparisons too: false when the value is
+missing (``not (city = 'x')`` is the way to include customers without a city).
+
+Dispatch is by node type and fails loudly (``TypeError``) on a node it does not know; no SQL
+text is ever assembled from rule text.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime, time
+
+import ibis
+import ibis.expr.types as ir
+
+from kequn.segments.check import (
+    COMPUTED,
+    JSON_COLUMNS,
+    RFM_FIELDS,
+    SOURCE_TABLE,
+    Catalog,
+    _Checker,
+    parse_temporal,
+)
+from kequn.segments.nodes import (
+    Aggregate,
+    And,
+    Between,
+    Compare,
+    Const,
+    Field,
+    InList,
+    InSegment,
+    IsNull,
+    Literal,
+    Node,
+    Not,
+    Or,
+    Rule,
+    TextMatch,
+    Value,
+)
+from kequn.segments.timing import AsOf, window_bounds
+
+__all__ = ["compile_rule"]
+
+_OPS: dict[str, Callable[[ir.Value, object], ir.BooleanValue]] = {
+    "=": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+_TIME_COLUMN = {"orders": "ordered_at", "events": "occurred_at"}
+_ZERO_WHEN_EMPTY = ("count", "count_distinct", "sum")
+
+
+def compile_rule(
+    rule: Rule,
+    tables: Mapping[str, ir.Table],
+    as_of: AsOf,
+    catalog: Catalog,
+    *,
+    rfm_scheme: str = "intl",
+) -> ir.Table:
+    """One row per customer: ``customer_id`` and ``member`` (boolean, never null).
+
+    ``rule`` must have been through :func:`kequn.segments.check.check_rule` (segment
+    references expanded); ``tables`` maps customers, orders, events (and rfm_scores when
+    RFM fields are used) to Ibis tables.
+    """
+    return _Compiler(tables, catalog, as_of, rfm_scheme).build(rule)
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """The row context of a ``where`` filter or an aggregated field."""
+
+    table: ir.Table
+    name: str  # orders or events
+
+
+def _walk(node: object) -> Iterator[Node]:
+    if isinstance(node, Node):
+        yield node
+        for value in vars(node).values():
+            if isinstance(value, tuple):
+                for item in value:
+                    yield from _walk(item)
+            else:
+                yield from _walk(value)
+
+
+class _Compiler:
+    def __init__(
+        self, tables: Mapping[str, ir.Table], catalog: Catalog, as_of: AsOf, scheme: str
+    ) -> None:
+        self.tables = tables
+        self.catalog = catalog
+        self.as_of = as_of
+        self.scheme = scheme
+        self.types = _Checker(catalog, None, None, (), {})
+        self.columns: dict[Aggregate, ir.Value] = {}
+        self.computed: dict[str, ir.Value] = {}
+
+    # --- the query ----------------------------------------------------------------------------
+
+    def build(self, rule: Rule) -> ir.Table:
+        c = self.tables["customers"]
+        self.c = c
+        nodes = list(_walk(rule))
+        aggs = list(dict.fromkeys(n for n in nodes if isinstance(n, Aggregate)))
+        names = {n.path[0] for n in nodes if isinstance(n, Field) and len(n.path) == 1}
+        joins: list[tuple[ir.Table, ir.BooleanValue]] = []
+        for table in ("orders", "events"):
+            mine = [a for a in aggs if SOURCE_TABLE[a.source] == table]
+            summary = table == "orders" and bool(names & set(COMPUTED))
+            if mine or summary:
+                grouped = self.group(table, mine, summary)
+                joins.append((grouped, c.customer_id == grouped._key))
+        if names & set(RFM_FIELDS):
+            joins.append(self.rfm())
+        expr = self.rule(rule)
+        joined = c
+        for right, pred in joins:
+            joined = joined.left_join(right, pred)
+        return joined.select(customer_id=c.customer_id, member=expr)
+
+    def group(self, table: str, aggs: list[Aggregate], summary: bool) -> ir.Table:
+        rows = self.tables[table]
+        ts = rows[_TIME_COLUMN[table]]
+        keep = ts <= self.as_of.end if self.as_of.inclusive else ts < self.as_of.end
+        starts = [window_bounds(a.window, self.as_of).start for a in aggs]
+        if not summary and starts and all(s is not None for s in starts):
+            keep = keep & (ts >= ibis.literal(min(starts)))  # type: ignore[type-var]
+        rows = rows.filter(keep)
+        ctx = _Rows(rows, table)
+        metrics: dict[str, ir.Value] = {}
+        for i, agg in enumerate(aggs):
+            metrics[f"_{table}_{i}"] = self.aggregate_expr(agg, ctx)
+        if summary:
+            purchase = ~rows.is_return.fill_null(False)
+            metrics["_first_at"] = rows.ordered_at.min(where=purchase)
+            metrics["_last_at"] = rows.ordered_at.max(where=purchase)
+        grouped = rows.group_by(_key=rows.customer_id).aggregate(**metrics)
+        for i, agg in enumerate(aggs):
+            value = grouped[f"_{table}_{i}"]
+            if agg.func in _ZERO_WHEN_EMPTY:
+                value = value.fill_null(0)
+            self.columns[agg] = value
+        if summary:
+            day = ibis.literal(self.as_of.day, type="date")
+            self.computed["days_since_last_order"] = day.delta(grouped._last_at.date(), unit="day")
+            self.computed["days_since_first_order"] = day.delta(
+                grouped._first_at.date(), unit="day"
+            )
+        return grouped
+
+    def rfm(self) -> tuple[ir.Table, ir.BooleanValue]:
+        """The latest stored RFM run at or before the as_of day, for the workspace's scheme."""
+        r = self.tables["rfm_scores"]
+        r = r.filter(r.as_of <= ibis.literal(self.as_of.day, type="date"), r.scheme == self.scheme)
+        r = r.filter(r.as_of == r.as_of.max())
+        r = r.select(_rkey=r.customer_id, **{f"_{k}": r[k] for k in RFM_FIELDS})
+        for k in RFM_FIELDS:
+            self.computed[k] = r[f"_{k}"]
+        return r, self.c.customer_id == r._rkey
+
+    def aggregate_expr(self, agg: Aggregate, ctx: _Rows) -> ir.Value:
+        rows = ctx.table
+        bounds = window_bounds(agg.window, self.as_of)
+        ts = rows[_TIME_COLUMN[ctx.name]]
+        cond = ts <= bounds.end if bounds.end_inclusive else ts < bounds.end
+        if bounds.start is not None:
+            cond = cond & (ts >= ibis.literal(bounds.start))
+        if agg.source in ("orders", "returns"):
+            is_return = rows.is_return.fill_null(False)
+            cond = cond & (is_return if agg.source == "returns" else ~is_return)
+        if agg.where is not None:
+            cond = cond & self.rule(agg.where, ctx)
+        if agg.func == "count":
+            return rows.customer_id.count(where=cond)
+        assert agg.field is not None  # the checker requires a field for the others
+        raw = self.field(agg.field, ctx)
+        kind = self.types.field(agg.field, agg.source)
+        if agg.func == "count_distinct":
+            if kind == "json":
+                text = raw.cast("string")
+                return text.nunique(where=cond & (text != "null"))
+            return raw.nunique(where=cond)
+        if kind == "json":
+            raw = raw.unwrap_as("float64")
+        method = {"sum": "sum", "avg": "mean", "min": "min", "max": "max"}.get(agg.func)
+        if method is None:
+            raise TypeError(f"unknown aggregate {agg.func!r}")
+        return getattr(raw, method)(where=cond)
+
+    # --- rules --------------------------------------------------------------------------------
+
+    def rule(self, node: Rule, ctx: _Rows | None = None) -> ir.BooleanValue:
+        """A boolean expression that is never null."""
+        if isinstance(node, And):
+            parts = [self.rule(i, ctx) for i in node.items]
+            out = parts[0]
+            for p in parts[1:]:
+                out = out & p
+            return out
+        if isinstance(node, Or):
+            parts = [self.rule(i, ctx) for i in node.items]
+            out = parts[0]
+            for p in parts[1:]:
+                out = out | p
+            return out
+        if isinstance(node, Not):
+            return ~self.rule(node.item, ctx)
+        if isinstance(node, Const):
+            return ibis.literal(node.value, type="boolean")
+        if isinstance(node, Compare):
+            left, (right,) = self.operands(node.left, ctx, (node.right,))
+            return _OPS[node.op](left, right).fill_null(False)
+        if isinstance(node, InList):
+            left, values = self.operands(node.left, ctx, node.values)
+            test = left.isin(values)
+            return (~test if node.negated else test).fill_null(False)
+        if isinstance(node, Between):
+            left, (low, high) = self.operands(node.left, ctx, (node.low, node.high))
+            test = left.between(low, high)
+            return (~test if node.negated else test).fill_null(False)
+        if isinstance(node, TextMatch):
+            left, (value,) = self.operands(node.left, ctx, (node.value,))
+            method = {"contains": "contains", "starts_with": "startswith", "ends_with": "endswith"}
+            test = getattr(left, method[node.op])(value)
+            return (~test if node.negated else test).fill_null(False)
+        if isinstance(node, IsNull):
+            value = self.value(node.left, ctx)
+            if self.kind(node.left, ctx) == "json":
+                test = value.isnull() | (value.cast("string") == "null")
+            else:
+                test = value.isnull()
+            return ~test if node.negated else test
+        if isinstance(node, InSegment):
+            raise TypeError(f"segment {node.name!r} was not expanded; check the rule first")
+        raise TypeError(f"cannot compile a {type(node).__name__} node")
+
+    # --- values -------------------------------------------------------------------------------
+
+    def kind(self, node: Value, ctx: _Rows | None) -> str:
+        return self.types.value(node, None if ctx is None else _source_of(ctx))
+
+    def value(self, node: Value, ctx: _Rows | None) -> ir.Value:
+        if isinstance(node, Aggregate):
+            return self.columns[node]
+        if isinstance(node, Field):
+            return self.field(node, ctx)
+        raise TypeError(f"cannot compile a {type(node).__name__} value")
+
+    def field(self, node: Field, ctx: _Rows | None) -> ir.Value:
+        head, rest = node.path[0], node.path[1:]
+        table = self.c if ctx is None else ctx.table
+        if ctx is None and head in self.computed and not rest:
+            return self.computed[head]
+        column = table[head]
+        json_cols = JSON_COLUMNS["customers" if ctx is None else ctx.name]
+        if head in json_cols:
+            value = column.cast("json")
+            for key in rest:
+                value = value[key]
+            return value
+        return column
+
+    def operands(
+        self, node: Value, ctx: _Rows | None, literals: tuple[Literal, ...]
+    ) -> tuple[ir.Value, list[object]]:
+        """The left value, converted to what the literals compare with, and the literals."""
+        kind = self.kind(node, ctx)
+        expr = self.value(node, ctx)
+        values = [lit.value for lit in literals]
+        if kind == "json":
+            first = values[0]
+            if isinstance(first, bool):
+                expr = expr.unwrap_as("boolean")
+            elif isinstance(first, int | float):
+                expr = expr.unwrap_as("float64")
+            else:
+                expr = expr.str
+            return expr, values
+        if kind in ("date", "timestamp"):
+            moments = [parse_temporal(str(v)) for v in values]
+            if kind == "date" or all(not isinstance(m, datetime) for m in moments):
+                if kind == "timestamp":
+                    expr = expr.date()
+                days = [m.date() if isinstance(m, datetime) else m for m in moments]
+                return expr, [ibis.literal(d, type="date") for d in days]
+            stamps = [
+                m if isinstance(m, datetime) else datetime.combine(m, time())  # type: ignore[arg-type]
+                for m in moments
+            ]
+            return expr, [ibis.literal(s, type="timestamp") for s in stamps]
+        return expr, values
+
+
+def _source_of(ctx: _Rows) -> str:
+    # the checker types row fields by table; any source of that table will do
+    return "orders" if ctx.name == "orders" else "events"

@@ -1,0 +1,591 @@
+"""The segment engine: evaluate rules, apply segment files, keep membership history.
+
+Every function takes an explicit ``as_of`` (default: now in the workspace time zone) and
+runs one compiled Ibis query per segment; no customer passes through a Python loop.
+
+History: :func:`apply` compares each segment's members with the open intervals in
+``memberships``; new members get an interval starting at as_of, members who left get their
+interval closed at as_of, so "who was in the segment on day D" is a range query. Runs must
+move forward in time per segment (an older as_of than the last run is refused, since it
+would rewrite history out of order); a re-run at the same as_of replaces that run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import ibis
+import ibis.expr.types as ir
+import sqlglot as sg
+import sqlglot.expressions as sge
+
+from kequn.errors import InputError
+from kequn.segments.check import Catalog, check_rule
+from kequn.segments.compile import compile_rule
+from kequn.segments.definitions import Segment, load_segments
+from kequn.segments.errors import RuleError, closest
+from kequn.segments.nodes import Node
+from kequn.segments.parser import parse_rule
+from kequn.segments.tables import MEMBERSHIPS, SEGMENT_RUNS, SEGMENTS, ensure_tables
+from kequn.segments.timing import AsOf, resolve_as_of
+from kequn.workspace import Workspace, open_workspace
+
+__all__ = [
+    "ApplyReport",
+    "SegmentRun",
+    "apply",
+    "catalog_for",
+    "count",
+    "current_members",
+    "evaluate",
+    "flags",
+    "history",
+    "list_segments",
+    "members",
+    "overlap",
+    "segment_definition",
+    "show",
+    "stored_segments",
+]
+
+WorkspaceLike = Workspace | str | os.PathLike
+RuleLike = str | Node | Segment
+
+
+@contextlib.contextmanager
+def _opened(workspace: WorkspaceLike) -> Iterator[Workspace]:
+    if isinstance(workspace, Workspace):
+        yield workspace
+        return
+    ws = open_workspace(workspace)
+    try:
+        yield ws
+    finally:
+        ws.close()
+
+
+# --- compiling rules against a workspace --------------------------------------------------------
+
+
+def _tables(workspace: Workspace) -> dict[str, ir.Table]:
+    """The tables a rule reads (rfm_scores only when stored), each looked up once."""
+    names = ["customers", "orders", "events"]
+    if "rfm_scores" in workspace.con.list_tables():
+        names.append("rfm_scores")
+    return {name: workspace.table(name) for name in names}
+
+
+def catalog_for(workspace: Workspace, tables: dict[str, ir.Table] | None = None) -> Catalog:
+    """The fields this workspace's tables offer (extra imported columns included)."""
+    tables = tables or _tables(workspace)
+    schemas = {name: tables[name].schema() for name in ("customers", "orders", "events")}
+    return Catalog.from_schemas(schemas, rfm="rfm_scores" in tables)
+
+
+class _Context:
+    """What compiling rules against one workspace needs, looked up once per call or apply."""
+
+    def __init__(self, ws: Workspace, segments: Iterable[Segment] | None = None) -> None:
+        self.ws = ws
+        self.tables = _tables(ws)
+        self.catalog = catalog_for(ws, self.tables)
+        self.defined = {s.name: s.rule for s in segments or ()}
+        self._stored: dict[str, str] | None = None
+
+    def rule_of(self, name: str) -> str | None:
+        """A segment's rule: the ones being defined first, then the stored ones."""
+        if name in self.defined:
+            return self.defined[name]
+        if self._stored is None:
+            self._stored = {}
+            if "segments" in self.ws.con.list_tables():
+                rows = self.ws.table("segments").select("name", "rule").to_pyarrow().to_pylist()
+                self._stored = {r["name"]: r["rule"] for r in rows}
+        return self._stored.get(name)
+
+    def resolve(self, rule: RuleLike) -> tuple[Node, str | None, str | None]:
+        """(parsed rule, its text, the segment name when a name or Segment was given)."""
+        if isinstance(rule, Segment):
+            return parse_rule(rule.rule), rule.rule, rule.name
+        if isinstance(rule, Node):
+            return rule, None, None
+        if not isinstance(rule, str):
+            raise InputError(f"expected a rule text, a segment name or a Segment, not {rule!r}")
+        text = self.rule_of(rule)
+        if text is not None:
+            return parse_rule(text), text, rule
+        return parse_rule(rule), rule, None
+
+    def flags(self, rule: RuleLike, as_of: AsOf) -> ir.Table:
+        node, text, name = self.resolve(rule)
+        try:
+            checked = check_rule(node, self.catalog, text=text, lookup=self.rule_of, segment=name)
+        except RuleError as exc:
+            raise (exc.in_segment(name) if name else exc) from None
+        scheme = str(self.ws.config.rfm.get("scheme", "intl"))
+        return compile_rule(checked, self.tables, as_of, self.catalog, rfm_scheme=scheme)
+
+
+def flags(
+    workspace: WorkspaceLike,
+    rule: RuleLike,
+    as_of: object = None,
+    *,
+    segments: Iterable[Segment] | None = None,
+) -> ir.Table:
+    """One row per customer: ``customer_id`` and ``member`` (true/false, never null).
+
+    The expression is not executed; it is the single definition that counting, listing,
+    exporting and (later) real-time checks of one customer all run.
+    """
+    with _opened(workspace) as ws:
+        moment = resolve_as_of(as_of, ws.config.timezone)
+        return _Context(ws, segments).flags(rule, moment)
+
+
+def members(
+    workspace: WorkspaceLike,
+    rule: RuleLike,
+    as_of: object = None,
+    *,
+    segments: Iterable[Segment] | None = None,
+) -> ir.Table:
+    """The members as an Ibis table with one column, ``customer_id`` (not executed)."""
+    f = flags(workspace, rule, as_of, segments=segments)
+    return f.filter(f.member).select("customer_id")
+
+
+def evaluate(
+    workspace: WorkspaceLike,
+    rule: RuleLike,
+    as_of: object = None,
+    *,
+    segments: Iterable[Segment] | None = None,
+) -> list[str]:
+    """The ids of the customers a rule (text, parsed node, Segment or stored name) selects.
+
+    ``segments`` are definitions that ``in segment 'name'`` may refer to besides the stored
+    ones. Ids come back sorted, so results compare across runs and engines.
+    """
+    with _opened(workspace) as ws:
+        expr = members(ws, rule, as_of, segments=segments).order_by("customer_id")
+        return [str(v) for v in expr.customer_id.to_pyarrow().to_pylist()]
+
+
+def count(
+    workspace: WorkspaceLike,
+    rule: RuleLike,
+    as_of: object = None,
+    *,
+    segments: Iterable[Segment] | None = None,
+) -> int:
+    """How many customers a rule selects (one query; the live count of a rule builder)."""
+    with _opened(workspace) as ws:
+        return int(members(ws, rule, as_of, segments=segments).count().to_pyarrow().as_py())
+
+
+# --- apply: definitions, runs and membership history ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class SegmentRun:
+    """One segment's evaluation by :func:`apply`."""
+
+    segment: str
+    as_of: datetime
+    size: int
+    entered: int
+    exited: int
+
+
+@dataclass(frozen=True)
+class ApplyReport:
+    as_of: datetime
+    runs: tuple[SegmentRun, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "as_of": self.as_of.isoformat(),
+            "segments": [
+                {
+                    "segment": r.segment,
+                    "size": r.size,
+                    "entered": r.entered,
+                    "exited": r.exited,
+                }
+                for r in self.runs
+            ],
+        }
+
+
+def _now(ws: Workspace) -> datetime:
+    return resolve_as_of(None, ws.config.timezone).end.replace(microsecond=0)
+
+
+def _delete(
+    con: ibis.BaseBackend,
+    table: str,
+    column: str,
+    values: Sequence[str],
+    *,
+    at: datetime | None = None,
+) -> None:
+    """``DELETE FROM table WHERE column IN (...) [AND as_of = at]``, built as a syntax tree."""
+    where = sg.column(column, quoted=True).isin(*values)
+    if at is not None:
+        stamp = sge.Cast(
+            this=sge.convert(at.isoformat(sep=" ")), to=sge.DataType.build("timestamp")
+        )
+        where = sg.and_(where, sg.column("as_of", quoted=True).eq(stamp))
+    con.raw_sql(sg.delete(sg.table(table, quoted=True), where=where).sql(con.dialect))
+
+
+def apply(
+    workspace: WorkspaceLike,
+    definitions: str | os.PathLike | Iterable[Segment],
+    as_of: object = None,
+) -> ApplyReport:
+    """Store the definitions, evaluate every one at ``as_of`` and record entries and exits.
+
+    All writes happen in one transaction: an error in any segment leaves every table as it
+    was. Rules are all checked before the first query runs.
+    """
+    with _opened(workspace) as ws:
+        if isinstance(definitions, str | os.PathLike):
+            source = str(definitions)
+            segs = load_segments(Path(definitions))
+        else:
+            source = "api"
+            segs = list(definitions)
+        if not segs:
+            raise InputError("no segments to apply")
+        con = ws.con
+        ensure_tables(con)
+        moment = resolve_as_of(as_of, ws.config.timezone)
+        label = moment.label
+        names = [s.name for s in segs]
+        runs = ws.table("segment_runs")
+        last = (
+            runs.filter(runs.segment.isin(names))
+            .group_by("segment")
+            .aggregate(last=runs.as_of.max())
+            .to_pyarrow()
+            .to_pylist()
+        )
+        for row in last:
+            if row["last"] is not None and row["last"] > label:
+                raise InputError(
+                    f"segment {row['segment']!r} was last evaluated at {row['last']}; "
+                    f"as_of {label} is earlier and would rewrite its history out of order"
+                )
+        context = _Context(ws, segs)
+        member_sets = {}
+        for seg in segs:
+            f = context.flags(seg, moment)
+            member_sets[seg.name] = f.filter(f.member).select("customer_id")
+
+        mem = ws.table("memberships")
+        target = mem.schema()
+        parts = []
+        for seg in segs:
+            new = member_sets[seg.name]
+            old = mem.filter(mem.segment == seg.name)
+            open_ = old.filter(old.exited_at.isnull())
+            history = old.filter(old.exited_at.notnull()).mutate(_change=ibis.literal("hist"))
+            stay = open_.semi_join(new, open_.customer_id == new.customer_id).mutate(
+                _change=ibis.literal("stay")
+            )
+            leave = open_.anti_join(new, open_.customer_id == new.customer_id)
+            leave = leave.mutate(
+                exited_at=ibis.literal(label, type="timestamp"),
+                _change=ibis.ifelse(
+                    leave.entered_at >= ibis.literal(label, type="timestamp"), "drop", "leave"
+                ),
+            )
+            enter = new.anti_join(open_, new.customer_id == open_.customer_id).select(
+                segment=ibis.literal(seg.name, type="string"),
+                customer_id=new.customer_id,
+                entered_at=ibis.literal(label, type="timestamp"),
+                exited_at=ibis.null("timestamp"),
+                _change=ibis.literal("enter"),
+            )
+            for part in (history, stay, leave, enter):
+                typed = {c: part[c].cast(target[c]) for c in MEMBERSHIPS.names}
+                parts.append(part.select(**typed, _change=part._change))
+        combined = ibis.union(*parts, distinct=False)
+        computed_at = _now(ws)
+        temp = f"_kequn_memberships_{uuid.uuid4().hex[:12]}"
+        with ws.store.transaction():
+            staged = con.create_table(temp, obj=combined, temp=True)
+            try:
+                # entries and exits are read off the new intervals, so a re-run at the same
+                # as_of reports the net change of that as_of, not the change since the first run
+                kept = staged.filter(staged._change != "drop")
+                at = ibis.literal(label, type="timestamp")
+                counts = (
+                    kept.group_by("segment")
+                    .aggregate(
+                        size=kept.exited_at.isnull().sum(),
+                        entered=(kept.entered_at == at).sum(),
+                        exited=(kept.exited_at == at).fill_null(False).sum(),
+                    )
+                    .to_pyarrow()
+                    .to_pylist()
+                )
+                _delete(con, "memberships", "segment", names)
+                con.insert(
+                    "memberships",
+                    staged.filter(staged._change != "drop").select(*MEMBERSHIPS.names),
+                )
+            finally:
+                con.drop_table(temp, force=True)
+            tally = {r["segment"]: r for r in counts}
+            result = tuple(
+                SegmentRun(
+                    segment=s.name,
+                    as_of=label,
+                    size=int(tally.get(s.name, {}).get("size") or 0),
+                    entered=int(tally.get(s.name, {}).get("entered") or 0),
+                    exited=int(tally.get(s.name, {}).get("exited") or 0),
+                )
+                for s in segs
+            )
+            run_rows = ibis.memtable(
+                [
+                    {
+                        "segment": r.segment,
+                        "as_of": r.as_of,
+                        "size": r.size,
+                        "entered": r.entered,
+                        "exited": r.exited,
+                        "computed_at": computed_at,
+                    }
+                    for r in result
+                ],
+                schema=SEGMENT_RUNS,
+            )
+            # a re-run at the same as_of replaces that run
+            _delete(con, "segment_runs", "segment", names, at=label)
+            con.insert("segment_runs", run_rows)
+            _delete(con, "segments", "name", names)
+            con.insert(
+                "segments",
+                ibis.memtable(
+                    [
+                        {
+                            "name": s.name,
+                            "label_zh": s.label_zh,
+                            "label_en": s.label_en,
+                            "description": s.description,
+                            "owner": s.owner,
+                            "tags": json.dumps(list(s.tags), ensure_ascii=False),
+                            "rule": s.rule,
+                            "source": source,
+                            "updated_at": computed_at,
+                        }
+                        for s in segs
+                    ],
+                    schema=SEGMENTS,
+                ),
+            )
+        return ApplyReport(label, result)
+
+
+# --- reading what apply stored -------------------------------------------------------------------
+
+
+def _require(ws: Workspace, name: str) -> None:
+    ensure_tables(ws.con)
+    known = stored_names(ws)
+    if name not in known:
+        raise InputError(
+            f"unknown segment {name!r}"
+            + (closest(name, known) or ("; stored: " + ", ".join(known[:10]) if known else ""))
+            + ("" if known else "; store segments with `kequn segment apply FILE`")
+        )
+
+
+def stored_names(workspace: Workspace) -> list[str]:
+    ensure_tables(workspace.con)
+    t = workspace.table("segments")
+    return [str(n) for n in t.order_by("name").name.to_pyarrow().to_pylist()]
+
+
+def stored_segments(workspace: WorkspaceLike) -> list[Segment]:
+    """Every stored definition, by name."""
+    with _opened(workspace) as ws:
+        ensure_tables(ws.con)
+        rows = ws.table("segments").order_by("name").to_pyarrow().to_pylist()
+        return [
+            Segment(
+                name=r["name"],
+                rule=r["rule"],
+                label_zh=r["label_zh"] or "",
+                label_en=r["label_en"] or "",
+                description=r["description"] or "",
+                owner=r["owner"] or "",
+                tags=tuple(json.loads(r["tags"] or "[]")),
+            )
+            for r in rows
+        ]
+
+
+def segment_definition(workspace: WorkspaceLike, name: str) -> Segment:
+    with _opened(workspace) as ws:
+        _require(ws, name)
+        return next(s for s in stored_segments(ws) if s.name == name)
+
+
+def current_members(workspace: WorkspaceLike, name: str) -> ir.Table:
+    """The members found by the latest :func:`apply` of a segment (open intervals)."""
+    with _opened(workspace) as ws:
+        _require(ws, name)
+        m = ws.table("memberships")
+        return m.filter(m.segment == name, m.exited_at.isnull()).select("customer_id")
+
+
+def history(workspace: WorkspaceLike, name: str) -> list[dict[str, Any]]:
+    """Size, entries and exits at each evaluation of a segment, oldest first."""
+    with _opened(workspace) as ws:
+        _require(ws, name)
+        r = ws.table("segment_runs")
+        return (
+            r.filter(r.segment == name)
+            .order_by("as_of")
+            .select("as_of", "size", "entered", "exited")
+            .to_pyarrow()
+            .to_pylist()
+        )
+
+
+def list_segments(workspace: WorkspaceLike) -> list[dict[str, Any]]:
+    """Every stored segment with its latest size and the change since the run before."""
+    with _opened(workspace) as ws:
+        ensure_tables(ws.con)
+        runs = ws.table("segment_runs")
+        ranked = runs.mutate(
+            _n=ibis.row_number().over(group_by=runs.segment, order_by=ibis.desc(runs.as_of))
+        )
+        latest = ranked.filter(ranked._n == 0).select(segment="segment", as_of="as_of", size="size")
+        prev = ranked.filter(ranked._n == 1).select(_pseg="segment", previous="size")
+        defs = ws.table("segments")
+        table = (
+            defs.left_join(latest, defs.name == latest.segment)
+            .left_join(prev, defs.name == prev._pseg)
+            .select(
+                "name",
+                "label_zh",
+                "label_en",
+                "owner",
+                "tags",
+                "as_of",
+                "size",
+                "previous",
+            )
+            .order_by("name")
+        )
+        out = []
+        for row in table.to_pyarrow().to_pylist():
+            row["tags"] = json.loads(row["tags"] or "[]")
+            size, previous = row["size"], row["previous"]
+            row["change"] = None if size is None or previous is None else size - previous
+            out.append(row)
+        return out
+
+
+def overlap(workspace: WorkspaceLike, names: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Pairwise overlap of current members: both, each size and the Jaccard index."""
+    with _opened(workspace) as ws:
+        known = stored_names(ws)
+        chosen = list(names) if names else known
+        for name in chosen:
+            _require(ws, name)
+        m = ws.table("memberships")
+        cur = m.filter(m.exited_at.isnull(), m.segment.isin(chosen)).select(
+            "segment", "customer_id"
+        )
+        sizes = dict(
+            (r["segment"], int(r["n"]))
+            for r in cur.group_by("segment").aggregate(n=cur.count()).to_pyarrow().to_pylist()
+        )
+        a = cur.select(a="segment", cid="customer_id")
+        b = cur.select(b="segment", cid2="customer_id")
+        pairs = (
+            a.join(b, (a.cid == b.cid2) & (a.a < b.b))
+            .group_by(["a", "b"])
+            .aggregate(both=ibis._.count())
+            .to_pyarrow()
+            .to_pylist()
+        )
+        both = {(p["a"], p["b"]): int(p["both"]) for p in pairs}
+        out = []
+        for i, x in enumerate(chosen):
+            for y in chosen[i + 1 :]:
+                key = (x, y) if x < y else (y, x)
+                n = both.get(key, 0)
+                sx, sy = sizes.get(x, 0), sizes.get(y, 0)
+                union = sx + sy - n
+                out.append(
+                    {
+                        "a": x,
+                        "b": y,
+                        "size_a": sx,
+                        "size_b": sy,
+                        "both": n,
+                        "jaccard": (n / union) if union else 0.0,
+                    }
+                )
+        return out
+
+
+def show(workspace: WorkspaceLike, name: str, *, sample: int = 10) -> dict[str, Any]:
+    """A stored segment: definition, latest size and change, sample members, breakdowns."""
+    with _opened(workspace) as ws:
+        seg = segment_definition(ws, name)
+        runs = history(ws, name)
+        latest = runs[-1] if runs else None
+        previous = runs[-2]["size"] if len(runs) > 1 else None
+        ids = current_members(ws, name)
+        customers = ws.table("customers")
+        total = int(customers.count().to_pyarrow().as_py())
+        picked = customers.semi_join(ids, customers.customer_id == ids.customer_id)
+        cols = [c for c in ("customer_id", "name", "city", "channel") if c in customers.columns]
+        rows = picked.select(*cols).order_by("customer_id").limit(sample).to_pyarrow()
+        breakdown = {}
+        for col in ("city", "channel", "gender"):
+            if col in customers.columns:
+                top = (
+                    picked.group_by(col)
+                    .aggregate(n=picked.count())
+                    .order_by([ibis.desc("n"), col])
+                    .limit(5)
+                    .to_pyarrow()
+                    .to_pylist()
+                )
+                breakdown[col] = [{"value": r[col], "customers": int(r["n"])} for r in top]
+        size = latest["size"] if latest else None
+        return {
+            "name": seg.name,
+            "label_zh": seg.label_zh,
+            "label_en": seg.label_en,
+            "description": seg.description,
+            "owner": seg.owner,
+            "tags": list(seg.tags),
+            "rule": seg.rule,
+            "as_of": latest["as_of"] if latest else None,
+            "size": size,
+            "previous": previous,
+            "change": None if size is None or previous is None else size - previous,
+            "share": (size / total) if size is not None and total else None,
+            "customers": total,
+            "sample": rows.to_pylist(),
+            "breakdown": breakdown,
+        }
