@@ -16,6 +16,7 @@ from kequn.errors import (
     KequnError,
     MappingError,
     NotFittedError,
+    RuleError,
     SourceNotFound,
     WorkspaceError,
     WorkspaceNotFound,
@@ -31,6 +32,7 @@ _LAZY = {
     "ImportReport": "kequn.ingest",
     "import_files": "kequn.ingest",
     "profile": "kequn.profiles",
+    "Segment": "kequn.segments",
 }
 
 __all__ = [
@@ -40,6 +42,8 @@ __all__ = [
     "KequnError",
     "MappingError",
     "NotFittedError",
+    "RuleError",
+    "Segment",
     "SourceNotFound",
     "Workspace",
     "WorkspaceError",
@@ -54,6 +58,7 @@ __all__ = [
 if TYPE_CHECKING:
     from kequn.ingest import ImportReport, import_files
     from kequn.profiles import profile
+    from kequn.segments import Segment
     from kequn.workspace import Workspace, init_workspace, open_workspace
 
 

@@ -14,6 +14,8 @@ EXPECTED = {
     "KequnError",
     "MappingError",
     "NotFittedError",
+    "RuleError",
+    "Segment",
     "SourceNotFound",
     "Workspace",
     "WorkspaceError",
@@ -39,6 +41,7 @@ def test_errors_are_also_builtins():
     assert issubclass(kequn.InputError, ValueError)
     assert issubclass(kequn.SourceNotFound, FileNotFoundError)
     assert issubclass(kequn.NotFittedError, AttributeError)
+    assert issubclass(kequn.RuleError, kequn.InputError)
     assert all(issubclass(getattr(kequn, n), kequn.KequnError) for n in EXPECTED if "Err" in n)
 
 
