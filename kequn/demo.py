@@ -6,16 +6,19 @@ doubles as a tour. Outputs go to ``demo-output/`` (or the folder given as argume
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import sys
 from pathlib import Path
+
+from rich.markup import escape
 
 from kequn.cli import app
 from kequn.cli._common import console
 
 
 def run(*args: str) -> None:
-    console.print(f"\n[bold cyan]$ kequn {' '.join(args)}[/]")
+    console.print(f"\n[bold cyan]$ kequn {escape(shlex.join(args))}[/]")
     try:
         app(list(args), standalone_mode=False)
     except SystemExit as exc:  # typer.Exit inside standalone_mode=False
@@ -38,6 +41,28 @@ def main(out: str = "demo-output") -> None:
     for customer in ("C000001", "C000002"):
         run("profile", customer, "--recent", "3", "-w", str(ws))
 
+    # Segments: an ad-hoc count, then a file of segments evaluated twice so that the
+    # membership history shows who entered and who left.
+    segments = Path(__file__).parent / "sample" / "data" / "segments.toml"
+    rule = (
+        "count(events where type = 'add_to_cart', last 30 days) > 0 "
+        "and count(orders, last 30 days) = 0"
+    )
+    run("segment", "count", rule, "--as-of", "2025-12-31", "-w", str(ws))
+    run("segment", "apply", str(segments), "--as-of", "2025-09-30", "-w", str(ws))
+    run("segment", "apply", str(segments), "--as-of", "2025-12-31", "-w", str(ws))
+    run("segment", "list", "-w", str(ws))
+    run("segment", "overlap", "high_value", "active_buyers", "dormant", "-w", str(ws))
+    run(
+        "segment",
+        "export",
+        "high_value_at_risk",
+        "--out",
+        str(root / "high_value_at_risk.csv"),
+        "-w",
+        str(ws),
+    )
+
     # The real CDNow purchases (Fader, Hardie & Lee 2005) in a workspace of their own;
     # identical rows there are separate purchases, so they are kept.
     run("init", str(cdnow_ws))
@@ -48,6 +73,7 @@ def main(out: str = "demo-output") -> None:
     console.print(f"sample data:        {data.resolve()}")
     console.print(f"workspace:          {ws.resolve()}  (try: kequn profile C000003 -w {ws})")
     console.print(f"CDNow workspace:    {cdnow_ws.resolve()}")
+    console.print(f"segment export:     {(root / 'high_value_at_risk.csv').resolve()}")
 
 
 if __name__ == "__main__":
