@@ -34,6 +34,8 @@ currency = "CNY"
 decimal_comma = false
 # Date order for ambiguous numeric dates such as 01/02/2024: "mdy" or "dmy".
 date_order = "mdy"
+# Working memory an import may use before DuckDB spills to disk (beside the database).
+memory_limit = "1GB"
 
 [import.map]
 # Extra header → field mappings used by every import, e.g.
@@ -55,6 +57,7 @@ class Config:
     currency: str = "CNY"
     decimal_comma: bool = False
     date_order: str = "mdy"
+    import_memory_limit: str = "1GB"
     column_map: dict[str, str] = field(default_factory=dict)
     rfm: dict[str, object] = field(default_factory=dict)
     raw: dict[str, object] = field(default_factory=dict)
@@ -80,6 +83,7 @@ class Config:
             currency=str(ws.get("currency", "CNY")),
             decimal_comma=bool(imp.get("decimal_comma", False)),
             date_order=date_order,
+            import_memory_limit=str(imp.get("memory_limit", "1GB")),
             column_map={str(k): str(v) for k, v in dict(imp.get("map", {})).items()},
             rfm=dict(_section(data, "rfm", path)),
             raw=data,

@@ -15,10 +15,11 @@ A crash before the commit leaves the workspace exactly as it was.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -106,105 +107,126 @@ def import_files(
             "workspace, then copy the tables to your backend"
         )
     engine = store.duck
-    # Row numbers come from the reader, so DuckDB may reorder rows: it then streams large
-    # inserts instead of buffering them (much lower peak memory on big files).
-    engine.execute("SET preserve_insertion_order = false")
     cfg = workspace.config
-    report = ImportReport(import_id=uuid.uuid4().hex[:12], kind=kind, source=source)
-    sources = [open_source(p) for p in files]  # fail early on a bad or empty file
-    mappings = [
-        map_columns(kind, s.headers, column_map, cfg.column_map, source_name=repr(str(s.path)))
-        for s in sources
-    ]
-    total = sum(s.size for s in sources)
-    done = 0
-    _create_stage(engine, kind)
-    digests: list[tuple[Source, str]] = []
-    for src, mapping in zip(sources, mappings, strict=True):
-        digest = _sha256(src.path)
-        seen = engine.execute(
-            "SELECT import_id, finished_at FROM imports WHERE kind = ? AND sha256 = ? LIMIT 1",
-            [kind, digest],
-        ).fetchall()
-        file_report = FileReport(
-            str(src.path), src.format, src.encoding, 0, mapping.fields, mapping.unused
-        )
-        report.files.append(file_report)
-        if seen:
-            file_report.skipped = f"already imported (import {seen[0][0]}, {seen[0][1]:%Y-%m-%d})"
+    with _engine_settings(engine, cfg):
+        report = ImportReport(import_id=uuid.uuid4().hex[:12], kind=kind, source=source)
+        sources = [open_source(p) for p in files]  # fail early on a bad or empty file
+        mappings = [
+            map_columns(kind, s.headers, column_map, cfg.column_map, source_name=repr(str(s.path)))
+            for s in sources
+        ]
+        total = sum(s.size for s in sources)
+        done = 0
+        _create_stage(engine, kind)
+        digests: list[tuple[Source, str]] = []
+        for src, mapping in zip(sources, mappings, strict=True):
+            digest = _sha256(src.path)
+            seen = engine.execute(
+                "SELECT import_id, finished_at FROM imports WHERE kind = ? AND sha256 = ? LIMIT 1",
+                [kind, digest],
+            ).fetchall()
+            file_report = FileReport(
+                str(src.path), src.format, src.encoding, 0, mapping.fields, mapping.unused
+            )
+            report.files.append(file_report)
+            if seen:
+                file_report.skipped = (
+                    f"already imported (import {seen[0][0]}, {seen[0][1]:%Y-%m-%d})"
+                )
+                done += src.size
+                continue
+
+            def tick(pos: int, base: int = done) -> None:
+                if progress:
+                    progress(base + pos, total)
+
+            index = len(digests)
+            engine.execute("INSERT INTO _files VALUES (?, ?)", [index, str(src.path)])
+            file_report.rows = _stage_file(engine, kind, index, src, mapping, cfg, tick)
             done += src.size
-            continue
+            digests.append((src, digest))
+        report.rows_read = sum(f.rows for f in report.files)
+        if progress:
+            progress(total, total)
+        if not digests:
+            report.seconds = time.perf_counter() - started
+            return report
 
-        def tick(pos: int, base: int = done) -> None:
-            if progress:
-                progress(base + pos, total)
+        _deduplicate(engine, report, keep=keep_duplicates)
+        if kind == "orders":
+            _check_orders(engine)
+        report.quarantined = dict(
+            engine.execute(
+                "SELECT _reason, count(*) FROM _stage WHERE _reason IS NOT NULL "
+                "GROUP BY 1 ORDER BY 2 DESC"
+            ).fetchall()
+        )
+        report.rows_used = report.rows_read - report.duplicates - report.quarantined_total
 
-        index = len(digests)
-        engine.execute("INSERT INTO _files VALUES (?, ?)", [index, str(src.path)])
-        file_report.rows = _stage_file(engine, kind, index, src, mapping, cfg, tick)
-        done += src.size
-        digests.append((src, digest))
-    report.rows_read = sum(f.rows for f in report.files)
-    if progress:
-        progress(total, total)
-    if not digests:
+        store_tx = store.transaction()
+        store_tx.__enter__()
+        try:
+            _resolve_customers(engine, kind, source, report)
+            _write_quarantine(engine, kind, report)
+            if kind == "customers":
+                _write_customers(engine, report)
+            elif kind == "orders":
+                _write_orders(engine, source, report)
+            else:
+                _write_events(engine, source, report)
+            now = datetime.now()
+            for src, digest in digests:
+                rows = next(f.rows for f in report.files if f.path == str(src.path))
+                engine.execute(
+                    "INSERT INTO imports VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        report.import_id,
+                        kind,
+                        source,
+                        str(src.path.resolve()),
+                        digest,
+                        started_at,
+                        now,
+                        rows,
+                        report.duplicates,
+                        report.quarantined_total,
+                        report.returns,
+                        report.imported,
+                        report.customers_new,
+                        report.customers_matched,
+                    ],
+                )
+        except BaseException as exc:
+            store_tx.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        else:
+            store_tx.__exit__(None, None, None)
+        finally:
+            for name in ("_stage", "_files", "_incoming", "_resolved", "_orders_new"):
+                engine.execute(f"DROP TABLE IF EXISTS {name}")
         report.seconds = time.perf_counter() - started
         return report
 
-    _deduplicate(engine, report, keep=keep_duplicates)
-    if kind == "orders":
-        _check_orders(engine)
-    report.quarantined = dict(
-        engine.execute(
-            "SELECT _reason, count(*) FROM _stage WHERE _reason IS NOT NULL "
-            "GROUP BY 1 ORDER BY 2 DESC"
-        ).fetchall()
-    )
-    report.rows_used = report.rows_read - report.duplicates - report.quarantined_total
 
-    store_tx = store.transaction()
-    store_tx.__enter__()
+@contextlib.contextmanager
+def _engine_settings(engine, cfg) -> Iterator[None]:
+    """Import-time DuckDB settings, restored afterwards.
+
+    Row numbers come from the reader, so DuckDB may reorder rows: it then streams large
+    inserts instead of buffering them; the memory cap makes it spill to disk instead of
+    growing (``[import] memory_limit``).
+    """
+    engine.execute("SET preserve_insertion_order = false")
     try:
-        _resolve_customers(engine, kind, source, report)
-        _write_quarantine(engine, kind, report)
-        if kind == "customers":
-            _write_customers(engine, report)
-        elif kind == "orders":
-            _write_orders(engine, source, report)
-        else:
-            _write_events(engine, source, report)
-        now = datetime.now()
-        for src, digest in digests:
-            rows = next(f.rows for f in report.files if f.path == str(src.path))
-            engine.execute(
-                "INSERT INTO imports VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    report.import_id,
-                    kind,
-                    source,
-                    str(src.path.resolve()),
-                    digest,
-                    started_at,
-                    now,
-                    rows,
-                    report.duplicates,
-                    report.quarantined_total,
-                    report.returns,
-                    report.imported,
-                    report.customers_new,
-                    report.customers_matched,
-                ],
-            )
-    except BaseException as exc:
-        store_tx.__exit__(type(exc), exc, exc.__traceback__)
-        raise
-    else:
-        store_tx.__exit__(None, None, None)
+        engine.execute(f"SET memory_limit = {parse.quote_str(cfg.import_memory_limit)}")
+    except Exception as exc:  # DuckDB's message names the accepted forms
+        engine.execute("RESET preserve_insertion_order")
+        raise WorkspaceError(f"[import] memory_limit = {cfg.import_memory_limit!r}: {exc}") from exc
+    try:
+        yield
     finally:
-        for name in ("_stage", "_files", "_incoming", "_resolved", "_orders_new"):
-            engine.execute(f"DROP TABLE IF EXISTS {name}")
-    report.seconds = time.perf_counter() - started
-    return report
+        engine.execute("RESET memory_limit")
+        engine.execute("RESET preserve_insertion_order")
 
 
 # -- staging -----------------------------------------------------------------------------
