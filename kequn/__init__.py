@@ -33,15 +33,27 @@ _LAZY = {
     "import_files": "kequn.ingest",
     "profile": "kequn.profiles",
     "Segment": "kequn.segments",
+    "BetaGeoModel": "kequn.models",
+    "ConvergenceWarning": "kequn.models",
+    "GammaGammaModel": "kequn.models",
+    "ParetoNBDModel": "kequn.models",
+    "calibration_holdout_table": "kequn.models",
+    "customer_lifetime_value": "kequn.models",
+    "summary_from_orders": "kequn.models",
+    "summary_from_transactions": "kequn.models",
 }
 
 __all__ = [
+    "BetaGeoModel",
+    "ConvergenceWarning",
     "EmptySource",
+    "GammaGammaModel",
     "ImportReport",
     "InputError",
     "KequnError",
     "MappingError",
     "NotFittedError",
+    "ParetoNBDModel",
     "RuleError",
     "Segment",
     "SourceNotFound",
@@ -49,14 +61,28 @@ __all__ = [
     "WorkspaceError",
     "WorkspaceNotFound",
     "__version__",
+    "calibration_holdout_table",
+    "customer_lifetime_value",
     "import_files",
     "init_workspace",
     "open_workspace",
     "profile",
+    "summary_from_orders",
+    "summary_from_transactions",
 ]
 
 if TYPE_CHECKING:
     from kequn.ingest import ImportReport, import_files
+    from kequn.models import (
+        BetaGeoModel,
+        ConvergenceWarning,
+        GammaGammaModel,
+        ParetoNBDModel,
+        calibration_holdout_table,
+        customer_lifetime_value,
+        summary_from_orders,
+        summary_from_transactions,
+    )
     from kequn.profiles import profile
     from kequn.segments import Segment
     from kequn.workspace import Workspace, init_workspace, open_workspace

@@ -3,8 +3,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from kequn import init_workspace
+
+# The suite runs on small shared machines: no per-example deadline, the same examples
+# for every run.
+settings.register_profile("kequn", deadline=None, derandomize=True)
+settings.load_profile("kequn")
 
 
 @pytest.fixture

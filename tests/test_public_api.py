@@ -8,6 +8,14 @@ import sys
 import kequn
 
 EXPECTED = {
+    "BetaGeoModel",
+    "ConvergenceWarning",
+    "GammaGammaModel",
+    "ParetoNBDModel",
+    "calibration_holdout_table",
+    "customer_lifetime_value",
+    "summary_from_orders",
+    "summary_from_transactions",
     "EmptySource",
     "ImportReport",
     "InputError",
