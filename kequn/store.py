@@ -162,6 +162,22 @@ MEMBERSHIPS = ibis.schema(
     }
 )
 
+# Predicted value per customer at an as_of: BG/NBD or Pareto/NBD with Gamma-Gamma
+# (kequn/models/clv.py); one row per customer × as_of × model × horizon.
+CLV_SCORES = ibis.schema(
+    {
+        "customer_id": "string",
+        "as_of": "timestamp",
+        "model": "string",
+        "horizon_days": "int64",
+        "expected_purchases": "float64",
+        "p_alive": "float64",
+        "expected_value": "float64",
+        "clv": "float64",
+        "computed_at": "timestamp",
+    }
+)
+
 TABLES: dict[str, ibis.Schema] = {
     "customers": CUSTOMERS,
     "orders": ORDERS,
@@ -173,6 +189,7 @@ TABLES: dict[str, ibis.Schema] = {
     "segments": SEGMENTS,
     "segment_runs": SEGMENT_RUNS,
     "memberships": MEMBERSHIPS,
+    "clv_scores": CLV_SCORES,
 }
 
 
@@ -250,6 +267,16 @@ class Store:
             # Only columns with values: some Ibis backends cannot bind all-null timestamps.
             keep = [c for c in data.column_names if data[c].null_count < data.num_rows]
             self.con.insert(name, data.select(keep))
+
+    def delete(self, name: str, **equals: object) -> None:
+        """``DELETE FROM name WHERE col = value AND ...``, built as a syntax tree."""
+        import sqlglot as sg
+
+        where = None
+        for column, value in equals.items():
+            cond = sg.column(column, quoted=True).eq(sg.exp.convert(value))
+            where = cond if where is None else sg.and_(where, cond)
+        self.con.raw_sql(sg.delete(sg.table(name, quoted=True), where=where).sql(self.con.dialect))
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
