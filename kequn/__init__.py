@@ -33,6 +33,7 @@ _LAZY = {
     "import_files": "kequn.ingest",
     "profile": "kequn.profiles",
     "Segment": "kequn.segments",
+    "rfm": "kequn.features.rfm",
     "BetaGeoModel": "kequn.models",
     "ConvergenceWarning": "kequn.models",
     "GammaGammaModel": "kequn.models",
@@ -67,11 +68,13 @@ __all__ = [
     "init_workspace",
     "open_workspace",
     "profile",
+    "rfm",
     "summary_from_orders",
     "summary_from_transactions",
 ]
 
 if TYPE_CHECKING:
+    from kequn.features.rfm import rfm
     from kequn.ingest import ImportReport, import_files
     from kequn.models import (
         BetaGeoModel,

@@ -43,7 +43,13 @@ memory_limit = "1GB"
 
 [rfm]
 bins = 5
-scheme = "intl"
+scheme = "intl"          # intl (11 segments), cn8 (8 classes), tiers (5 value tiers)
+method = "quantile"      # or "fixed": the thresholds below
+net_returns = false      # true: monetary is purchases minus returns
+# [rfm.thresholds]       # bins-1 ascending numbers each, used with method = "fixed"
+# recency = [30, 90, 180, 365]
+# frequency = [2, 3, 5, 8]
+# monetary = [200, 500, 1000, 3000]
 """
 
 

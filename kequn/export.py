@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from kequn.errors import InputError
+
+if TYPE_CHECKING:  # pandas loads on first write, not when the CLI starts
+    import pandas as pd
 
 __all__ = ["EXCEL_MAX_ROWS", "EXPORT_TYPES", "check_out_path", "write_frame"]
 
@@ -33,6 +35,8 @@ def check_out_path(out: str | Path) -> Path:
 
 def write_frame(frame: pd.DataFrame, out: str | Path, *, sheet: str = "kequn") -> Path:
     """Write ``frame`` to ``out`` in the format its suffix names; return the path."""
+    import pandas as pd
+
     path = check_out_path(out)
     suffix = path.suffix.lower()
     if suffix == ".xlsx" and len(frame) > EXCEL_MAX_ROWS:
@@ -44,15 +48,39 @@ def write_frame(frame: pd.DataFrame, out: str | Path, *, sheet: str = "kequn") -
         if suffix == ".csv":
             frame.to_csv(path, index=False, encoding="utf-8-sig")
         elif suffix == ".xlsx":
-            frame.to_excel(path, index=False, sheet_name=_sheet(sheet))
+            with pd.ExcelWriter(
+                path,
+                engine="openpyxl",
+                date_format="YYYY-MM-DD",
+                datetime_format="YYYY-MM-DD HH:MM:SS",
+            ) as writer:
+                frame.to_excel(writer, index=False, sheet_name=_sheet(sheet))
         elif suffix == ".parquet":
             frame.to_parquet(path, index=False)
         else:
-            records = json.loads(frame.to_json(orient="records", date_format="iso"))
+            records = json.loads(_dates_as_text(frame).to_json(orient="records"))
             path.write_text(json.dumps(records, ensure_ascii=False, indent=1), encoding="utf-8")
     except OSError as exc:
         raise InputError(f"--out {str(path)!r}: cannot write: {exc.strerror or exc}") from exc
     return path
+
+
+def _dates_as_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """Timestamps as ISO text; a column of whole days as plain dates (2024-06-30)."""
+    import pandas as pd
+
+    frame = frame.copy()
+    for name in frame.columns:
+        col = frame[name]
+        if pd.api.types.is_datetime64_any_dtype(col):
+            whole_days = bool((col.dropna() == col.dropna().dt.normalize()).all())
+            fmt = "%Y-%m-%d" if whole_days else "%Y-%m-%dT%H:%M:%S"
+            frame[name] = col.dt.strftime(fmt)
+        elif (
+            col.dtype == object and len(col.dropna()) and hasattr(col.dropna().iloc[0], "isoformat")
+        ):
+            frame[name] = col.map(lambda v: v.isoformat() if hasattr(v, "isoformat") else v)
+    return frame
 
 
 def _sheet(name: str) -> str:

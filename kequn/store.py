@@ -178,6 +178,29 @@ CLV_SCORES = ibis.schema(
     }
 )
 
+# Stored RFM runs, one row per customer × as_of × scheme (kequn/features/rfm.py).
+RFM_SCORES = ibis.schema(
+    {
+        "customer_id": "string",
+        "as_of": "date",
+        "scheme": "string",
+        "recency_days": "int64",
+        "frequency": "int64",
+        "monetary": "float64",
+        "avg_order_value": "float64",
+        "r_score": "int64",
+        "f_score": "int64",
+        "m_score": "int64",
+        "rfm_segment": "string",
+        "first_purchase_date": "date",
+        "last_purchase_date": "date",
+        "bins": "int64",
+        "method": "string",
+        "net_returns": "boolean",
+        "computed_at": "timestamp",
+    }
+)
+
 TABLES: dict[str, ibis.Schema] = {
     "customers": CUSTOMERS,
     "orders": ORDERS,
@@ -190,6 +213,7 @@ TABLES: dict[str, ibis.Schema] = {
     "segment_runs": SEGMENT_RUNS,
     "memberships": MEMBERSHIPS,
     "clv_scores": CLV_SCORES,
+    "rfm_scores": RFM_SCORES,
 }
 
 
