@@ -1,6 +1,6 @@
 """Fit time of kequn's CLV models against lifetimes 0.11.3, on CDNow and at scale.
 
-Run:  .venv/bin/python bench/btyd.py [--customers 1000000] [--repeat 3] [--skip-lifetimes]
+Run:  .venv/bin/python bench/clv.py [--customers 1000000] [--repeat 3] [--skip-lifetimes]
 
 lifetimes is only needed here (``pip install lifetimes==0.11.3 'setuptools<81'``, or the
 ``bench`` extra); it is never a runtime dependency of kequn. Each fit is timed best-of
