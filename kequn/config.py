@@ -10,6 +10,7 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from kequn.errors import WorkspaceError
 
@@ -101,3 +102,14 @@ def _section(data: dict, name: str, path: Path) -> dict:
     if not isinstance(value, dict):
         raise WorkspaceError(f"{str(path)!r}: [{name}] must be a table, not {value!r}")
     return value
+
+
+def zone_info(timezone: str) -> ZoneInfo:
+    """The workspace time zone; a name Python does not know is a config error."""
+    try:
+        return ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise WorkspaceError(
+            f"[workspace] timezone = {timezone!r} is not a known time zone "
+            "(use a name such as 'Asia/Shanghai' or 'UTC')"
+        ) from exc

@@ -6,7 +6,9 @@ argument, else the ``KEQUN_WORKSPACE`` variable, else the current folder.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
 
@@ -84,3 +86,19 @@ def open_workspace(path: str | os.PathLike | None = None) -> Workspace:
             f"create one with `kequn init {folder}` or pass --workspace DIR"
         )
     return Workspace(folder.resolve(), Config.load(config_file))
+
+
+WorkspaceLike = Workspace | str | os.PathLike
+
+
+@contextlib.contextmanager
+def opened(workspace: WorkspaceLike) -> Iterator[Workspace]:
+    """Use a Workspace as given, or open one from a path (and close it afterwards)."""
+    if isinstance(workspace, Workspace):
+        yield workspace
+        return
+    ws = open_workspace(workspace)
+    try:
+        yield ws
+    finally:
+        ws.close()

@@ -29,14 +29,11 @@ again for the same day and scheme replaces the earlier run, so runs can be compa
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
-import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import ibis
 import ibis.expr.types as ir
@@ -45,10 +42,11 @@ import pyarrow.compute as pc
 import sqlglot as sg
 import sqlglot.expressions as sge
 
-from kequn.errors import InputError, WorkspaceError
+from kequn.config import zone_info
+from kequn.errors import InputError
 from kequn.features.rfm_schemes import SCHEMES, segment_code, segment_label
 from kequn.store import RFM_SCORES
-from kequn.workspace import Workspace, open_workspace
+from kequn.workspace import Workspace, WorkspaceLike, opened
 
 __all__ = [
     "COLUMNS",
@@ -92,8 +90,6 @@ MEASURES = ("recency", "frequency", "monetary")
 MIN_BINS, MAX_BINS = 2, 10
 _UNITS = 10_000  # amounts are summed as integers of 1/10000
 
-WorkspaceLike = Workspace | str | os.PathLike
-
 
 @dataclass(frozen=True)
 class RfmSettings:
@@ -123,16 +119,6 @@ class RfmRun:
 # --- settings ---------------------------------------------------------------------------------
 
 
-def _zone(timezone: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise WorkspaceError(
-            f"[workspace] timezone = {timezone!r} is not a known time zone "
-            "(use a name such as 'Asia/Shanghai' or 'UTC')"
-        ) from exc
-
-
 def parse_as_of(value: object, timezone: str) -> tuple[date, datetime | None]:
     """The as_of day, and the instant when a time was given (None: the whole day counts).
 
@@ -140,7 +126,7 @@ def parse_as_of(value: object, timezone: str) -> tuple[date, datetime | None]:
     zone, because ``ordered_at`` holds wall time there.
     """
     if value is None:
-        now = datetime.now(_zone(timezone)).replace(tzinfo=None)
+        now = datetime.now(zone_info(timezone)).replace(tzinfo=None)
         return now.date(), now
     if isinstance(value, str):
         text = value.strip()
@@ -156,7 +142,7 @@ def parse_as_of(value: object, timezone: str) -> tuple[date, datetime | None]:
             ) from None
     if isinstance(value, datetime):
         if value.tzinfo is not None:
-            value = value.astimezone(_zone(timezone)).replace(tzinfo=None)
+            value = value.astimezone(zone_info(timezone)).replace(tzinfo=None)
         return value.date(), value
     if isinstance(value, date):
         return value, None
@@ -408,7 +394,7 @@ def _run_filter(as_of: date, scheme: str) -> sge.Expression:
 def _save(ws: Workspace, s: RfmSettings) -> RfmRun:
     con = ws.con
     _ensure_scores_table(con)
-    computed_at = datetime.now(_zone(ws.config.timezone)).replace(tzinfo=None, microsecond=0)
+    computed_at = datetime.now(zone_info(ws.config.timezone)).replace(tzinfo=None, microsecond=0)
     rows = scores_expr(ws.table("orders"), s).mutate(
         as_of=ibis.literal(s.as_of, type="date"),
         scheme=ibis.literal(s.scheme, type="string"),
@@ -429,19 +415,6 @@ def _save(ws: Workspace, s: RfmSettings) -> RfmRun:
 def _stored(con: ibis.BaseBackend, as_of: date, scheme: str) -> ir.Table:
     t = con.table(SCORES_TABLE)
     return t.filter(t.as_of == ibis.literal(as_of, type="date"), t.scheme == scheme)
-
-
-@contextlib.contextmanager
-def _opened(workspace: WorkspaceLike) -> Iterator[Workspace]:
-    """Use a Workspace as given, or open (and afterwards close) one from a path."""
-    if isinstance(workspace, Workspace):
-        yield workspace
-        return
-    ws = open_workspace(workspace)
-    try:
-        yield ws
-    finally:
-        ws.close()
 
 
 def to_pandas(table: ir.Table) -> pd.DataFrame:
@@ -524,7 +497,7 @@ def rfm(
     :func:`rfm_migration` can compare it later. Rows come in no particular order (sorting a
     million customer ids costs more than the rest of the work); sort if you need one.
     """
-    with _opened(workspace) as ws:
+    with opened(workspace) as ws:
         s = resolve_settings(
             ws,
             as_of=as_of,
@@ -642,7 +615,7 @@ def rfm_migration(
     one of the days appear with the segment ``"(none)"``. Long form: ``from_segment``,
     ``to_segment``, ``customers``; pivot it for a matrix.
     """
-    with _opened(workspace) as ws:
+    with opened(workspace) as ws:
         days = []
         for value in (from_date, to_date):
             day, cutoff = parse_as_of(value, ws.config.timezone)

@@ -12,11 +12,10 @@ would rewrite history out of order); a re-run at the same as_of replaces that ru
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -36,7 +35,7 @@ from kequn.segments.nodes import Node
 from kequn.segments.parser import parse_rule
 from kequn.segments.tables import MEMBERSHIPS, SEGMENT_RUNS, SEGMENTS, ensure_tables
 from kequn.segments.timing import AsOf, resolve_as_of
-from kequn.workspace import Workspace, open_workspace
+from kequn.workspace import Workspace, WorkspaceLike, opened
 
 __all__ = [
     "ApplyReport",
@@ -56,20 +55,7 @@ __all__ = [
     "stored_segments",
 ]
 
-WorkspaceLike = Workspace | str | os.PathLike
 RuleLike = str | Node | Segment
-
-
-@contextlib.contextmanager
-def _opened(workspace: WorkspaceLike) -> Iterator[Workspace]:
-    if isinstance(workspace, Workspace):
-        yield workspace
-        return
-    ws = open_workspace(workspace)
-    try:
-        yield ws
-    finally:
-        ws.close()
 
 
 # --- compiling rules against a workspace --------------------------------------------------------
@@ -146,7 +132,7 @@ def flags(
     The expression is not executed; it is the single definition that counting, listing,
     exporting and (later) real-time checks of one customer all run.
     """
-    with _opened(workspace) as ws:
+    with opened(workspace) as ws:
         moment = resolve_as_of(as_of, ws.config.timezone)
         return _Context(ws, segments).flags(rule, moment)
 
@@ -175,7 +161,7 @@ def evaluate(
     ``segments`` are definitions that ``in segment 'name'`` may refer to besides the stored
     ones. Ids come back sorted, so results compare across runs and engines.
     """
-    with _opened(workspace) as ws:
+    with opened(workspace) as ws:
         expr = members(ws, rule, as_of, segments=segments).order_by("customer_id")
         return [str(v) for v in expr.customer_id.to_pyarrow().to_pylist()]
 
@@ -188,7 +174,7 @@ def count(
     segments: Iterable[Segment] | None = None,
 ) -> int:
     """How many customers a rule selects (one query; the live count of a rule builder)."""
-    with _opened(workspace) as ws:
+    with opened(workspace) as ws:
         return int(members(ws, rule, as_of, segments=segments).count().to_pyarrow().as_py())
 
 
@@ -258,7 +244,7 @@ def apply(
     All writes happen in one transaction: an error in any segment leaves every table as it
     was. Rules are all checked before the first query runs.
     """
-    with _opened(workspace) as ws:
+    with opened(workspace) as ws:
         if isinstance(definitions, str | os.PathLike):
             source = str(definitions)
             segs = load_segments(Path(definitions))
@@ -421,7 +407,7 @@ def stored_names(workspace: Workspace) -> list[str]:
 
 def stored_segments(workspace: WorkspaceLike) -> list[Segment]:
     """Every stored definition, by name."""
-    with _opened(workspace) as ws:
+    with opened(workspace) as ws:
         ensure_tables(ws.con)
         rows = ws.table("segments").order_by("name").to_pyarrow().to_pylist()
         return [
@@ -439,14 +425,14 @@ def stored_segments(workspace: WorkspaceLike) -> list[Segment]:
 
 
 def segment_definition(workspace: WorkspaceLike, name: str) -> Segment:
-    with _opened(workspace) as ws:
+    with opened(workspace) as ws:
         _require(ws, name)
         return next(s for s in stored_segments(ws) if s.name == name)
 
 
 def current_members(workspace: WorkspaceLike, name: str) -> ir.Table:
     """The members found by the latest :func:`apply` of a segment (open intervals)."""
-    with _opened(workspace) as ws:
+    with opened(workspace) as ws:
         _require(ws, name)
         m = ws.table("memberships")
         return m.filter(m.segment == name, m.exited_at.isnull()).select("customer_id")
@@ -454,7 +440,7 @@ def current_members(workspace: WorkspaceLike, name: str) -> ir.Table:
 
 def history(workspace: WorkspaceLike, name: str) -> list[dict[str, Any]]:
     """Size, entries and exits at each evaluation of a segment, oldest first."""
-    with _opened(workspace) as ws:
+    with opened(workspace) as ws:
         _require(ws, name)
         r = ws.table("segment_runs")
         return (
@@ -468,7 +454,7 @@ def history(workspace: WorkspaceLike, name: str) -> list[dict[str, Any]]:
 
 def list_segments(workspace: WorkspaceLike) -> list[dict[str, Any]]:
     """Every stored segment with its latest size and the change since the run before."""
-    with _opened(workspace) as ws:
+    with opened(workspace) as ws:
         ensure_tables(ws.con)
         runs = ws.table("segment_runs")
         ranked = runs.mutate(
@@ -503,7 +489,7 @@ def list_segments(workspace: WorkspaceLike) -> list[dict[str, Any]]:
 
 def overlap(workspace: WorkspaceLike, names: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Pairwise overlap of current members: both, each size and the Jaccard index."""
-    with _opened(workspace) as ws:
+    with opened(workspace) as ws:
         known = stored_names(ws)
         chosen = list(names) if names else known
         for name in chosen:
@@ -548,7 +534,7 @@ def overlap(workspace: WorkspaceLike, names: Sequence[str] | None = None) -> lis
 
 def show(workspace: WorkspaceLike, name: str, *, sample: int = 10) -> dict[str, Any]:
     """A stored segment: definition, latest size and change, sample members, breakdowns."""
-    with _opened(workspace) as ws:
+    with opened(workspace) as ws:
         seg = segment_definition(ws, name)
         runs = history(ws, name)
         latest = runs[-1] if runs else None

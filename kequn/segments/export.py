@@ -11,8 +11,9 @@ from pathlib import Path
 
 from kequn.errors import InputError
 from kequn.export import EXPORT_TYPES, check_out_path, write_frame
-from kequn.segments.engine import WorkspaceLike, _opened, _require, current_members, members
+from kequn.segments.engine import _require, current_members, members
 from kequn.segments.errors import closest
+from kequn.workspace import WorkspaceLike, opened
 
 __all__ = ["DEFAULT_COLUMNS", "EXPORT_TYPES", "export_segment"]
 
@@ -29,7 +30,7 @@ def export_segment(
 ) -> int:
     """Write the members of a stored segment to ``out`` (type from the suffix); return rows."""
     path = check_out_path(out)
-    with _opened(workspace) as ws:
+    with opened(workspace) as ws:
         _require(ws, name)
         ids = current_members(ws, name) if as_of is None else members(ws, name, as_of)
         customers = ws.table("customers")

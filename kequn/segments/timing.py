@@ -20,9 +20,9 @@ from __future__ import annotations
 import calendar
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from kequn.errors import InputError, WorkspaceError
+from kequn.config import zone_info
+from kequn.errors import InputError
 from kequn.segments.nodes import Ever, Last, Window, WindowBetween
 
 __all__ = ["AsOf", "Bounds", "resolve_as_of", "window_bounds"]
@@ -49,15 +49,6 @@ class Bounds:
     end_inclusive: bool
 
 
-def _zone(timezone: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise WorkspaceError(
-            f"[workspace] timezone = {timezone!r} is not a known time zone"
-        ) from exc
-
-
 def resolve_as_of(value: object, timezone: str) -> AsOf:
     """A date, a datetime (aware ones are converted to the workspace zone), ISO text or None.
 
@@ -66,7 +57,7 @@ def resolve_as_of(value: object, timezone: str) -> AsOf:
     if isinstance(value, AsOf):
         return value
     if value is None:
-        now = datetime.now(_zone(timezone)).replace(tzinfo=None)
+        now = datetime.now(zone_info(timezone)).replace(tzinfo=None)
         return AsOf(now.date(), now, True)
     if isinstance(value, str):
         text = value.strip()
@@ -81,7 +72,7 @@ def resolve_as_of(value: object, timezone: str) -> AsOf:
                 ) from None
     if isinstance(value, datetime):
         if value.tzinfo is not None:
-            value = value.astimezone(_zone(timezone)).replace(tzinfo=None)
+            value = value.astimezone(zone_info(timezone)).replace(tzinfo=None)
         return AsOf(value.date(), value, True)
     if isinstance(value, date):
         return AsOf(value, datetime.combine(value + timedelta(days=1), time()), False)
