@@ -84,3 +84,12 @@ def test_quarantine_and_profile(wsdir, write):
     assert result.exit_code == 0 and "张三" in result.output
     result = invoke("profile", "nobody", "-w", wsdir)
     assert result.exit_code == 2 and "no customer 'nobody'" in result.output
+
+
+def test_import_identities(wsdir, write):
+    path = write("map.csv", "source_id,customer_id\nK1,C1\n")
+    result = invoke("import", "identities", path, "--source", "pos", "-w", wsdir, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["added"] == 1
+    result = invoke("import", "identities", path, "-w", wsdir)
+    assert result.exit_code == 2 and "no source column" in result.output

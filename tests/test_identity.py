@@ -75,3 +75,31 @@ def test_phone_forms_normalise_to_one(number, prefix, sep):
     written = prefix + number[:3] + sep + number[3:7] + sep + number[7:]
     con = duckdb.connect()
     assert con.execute("SELECT " + phone_norm(quote_str(written))).fetchall() == [(number,)]
+
+
+def test_explicit_id_map(ws, write):
+    from kequn.ingest.idmap import import_id_map
+
+    import_files(ws, "customers", [write("c.csv", "customer_id,name\nC1,张三\nC2,李四\n")])
+    idmap = write(
+        "map.csv",
+        "来源,来源ID,客户ID\n"
+        "pos,CARD-9,C1\n"  # a loyalty card with no e-mail or phone
+        "pos,CARD-7,C9\n"  # a customer not seen yet
+        "pos,CARD-5,C1\n"
+        "pos,CARD-5,C2\n"  # contradicts itself
+        "pos,,C2\n",
+    )
+    report = import_id_map(ws, [idmap])
+    assert report.added == 2 and report.customers_new == 1
+    assert report.quarantined == {
+        "mapped to several customers in the file": 2,
+        "missing source, source_id or customer_id": 1,
+    }
+    orders = write("pos.csv", "customer_id,date,amount\nCARD-9,2024-01-01,5\nCARD-7,2024-01-02,6\n")
+    import_files(ws, "orders", [orders], source="pos")
+    assert rows(ws, "SELECT customer_id FROM orders ORDER BY 1") == [("C1",), ("C9",)]
+    # a later map that contradicts what is recorded is quarantined, not applied
+    again = import_id_map(ws, [write("map2.csv", "source,source_id,customer_id\npos,CARD-9,C2\n")])
+    assert again.added == 0 and again.quarantined == {"already mapped to another customer": 1}
+    assert rows(ws, "SELECT matched_on FROM identities WHERE source_id = 'CARD-9'") == [("id_map",)]

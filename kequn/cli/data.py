@@ -10,7 +10,13 @@ from rich.table import Table
 
 from kequn.cli._common import JsonOpt, WorkspaceOpt, console, handle_errors, print_json
 
-KindArg = Annotated[str, typer.Argument(help="What the files hold: customers, orders or events.")]
+KindArg = Annotated[
+    str,
+    typer.Argument(
+        help="What the files hold: customers, orders, events, or identities "
+        "(an explicit map: source, source_id, customer_id)."
+    ),
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -42,11 +48,26 @@ def import_cmd(
     from kequn.ingest import KINDS, import_files, parse_map_options
     from kequn.workspace import open_workspace
 
-    if kind not in KINDS:
+    if kind not in (*KINDS, "identities"):
         from kequn.errors import InputError
 
-        raise InputError(f"unknown kind {kind!r}; use one of: {', '.join(KINDS)}")
+        raise InputError(f"unknown kind {kind!r}; use one of: {', '.join(KINDS)}, identities")
     ws = open_workspace(workspace)
+    if kind == "identities":
+        from kequn.ingest.idmap import import_id_map
+
+        id_report = import_id_map(ws, files, source=None if source == "default" else source)
+        if json_:
+            print_json(id_report.as_dict())
+            return
+        console.print(
+            f"identity map: {id_report.rows_read:,} rows, {id_report.added:,} pairs added, "
+            f"{id_report.already_known:,} already known, "
+            f"{id_report.customers_new:,} new customers"
+        )
+        for reason, n in id_report.quarantined.items():
+            console.print(f"  quarantined ({reason}): {n:,}")
+        return
     mapping = parse_map_options(map_)
     with _progress(enabled=not json_) as tick:
         report = import_files(
