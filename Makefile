@@ -31,6 +31,8 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python bench/import_orders.py
+	$(BIN)/python bench/rfm.py
+	$(BIN)/python bench/clv.py
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache
