@@ -38,6 +38,7 @@ from kequn.segments.nodes import (
 
 __all__ = [
     "COMPUTED",
+    "PREDICTED",
     "RFM_FIELDS",
     "Catalog",
     "check_rule",
@@ -51,6 +52,16 @@ COMPUTED = {
     "days_since_first_order": "number",
 }
 RFM_FIELDS = {"r_score": "number", "f_score": "number", "m_score": "number", "rfm_segment": "text"}
+# predicted fields → (the table of stored predictions, type); the latest prediction at or
+# before as_of is used
+PREDICTED = {
+    "clv": ("clv_scores", "number"),
+    "p_alive": ("clv_scores", "number"),
+    "expected_purchases": ("clv_scores", "number"),
+    "expected_value": ("clv_scores", "number"),
+    "churn_risk": ("churn_scores", "number"),
+}
+PREDICTED_BY = {"clv_scores": "kequn clv predict", "churn_scores": "kequn churn predict"}
 # the JSON text columns whose keys a rule may name with dots
 JSON_COLUMNS = {"customers": ("attributes",), "orders": (), "events": ("properties",)}
 SOURCE_TABLE = {"orders": "orders", "returns": "orders", "all_orders": "orders", "events": "events"}
@@ -82,9 +93,15 @@ class Catalog:
     tables: Mapping[str, Mapping[str, str]]  # orders / events row fields
     rfm: bool = False
     computed: Mapping[str, str] = field(default_factory=lambda: dict(COMPUTED))
+    predictions: frozenset[str] = frozenset()  # tables of stored predictions that have rows
 
     @classmethod
-    def from_schemas(cls, schemas: Mapping[str, object], rfm: bool = False) -> Catalog:
+    def from_schemas(
+        cls,
+        schemas: Mapping[str, object],
+        rfm: bool = False,
+        predictions: frozenset[str] = frozenset(),
+    ) -> Catalog:
         def fields(name: str) -> dict[str, str]:
             schema = schemas[name]
             return {col: type_name(schema[col]) for col in schema.names}  # type: ignore[index]
@@ -93,12 +110,14 @@ class Catalog:
             customers=fields("customers"),
             tables={"orders": fields("orders"), "events": fields("events")},
             rfm=rfm,
+            predictions=predictions,
         )
 
     def customer_names(self) -> list[str]:
         names = [n for n in self.customers if n not in JSON_COLUMNS["customers"]]
         names += list(self.computed)
         names += list(RFM_FIELDS)
+        names += list(PREDICTED)
         return names
 
 
@@ -312,11 +331,21 @@ class _Checker:
                 if not self.catalog.rfm:
                     raise self.error(
                         f"{head!r} needs stored RFM scores and the workspace has none; run "
-                        "`kequn rfm --save` first",
+                        "`kequn rfm` first",
                         "no_rfm_scores",
                         node,
                     )
                 return RFM_FIELDS[head]
+            if head in PREDICTED and not rest:
+                table, kind = PREDICTED[head]
+                if table not in self.catalog.predictions:
+                    raise self.error(
+                        f"{head!r} needs stored predictions and the workspace has none; run "
+                        f"`{PREDICTED_BY[table]}` first",
+                        "no_predictions",
+                        node,
+                    )
+                return kind
             names = self.catalog.customer_names()
         else:
             table = SOURCE_TABLE[source]

@@ -27,6 +27,7 @@ import ibis.expr.types as ir
 from kequn.segments.check import (
     COMPUTED,
     JSON_COLUMNS,
+    PREDICTED,
     RFM_FIELDS,
     SOURCE_TABLE,
     Catalog,
@@ -132,6 +133,8 @@ class _Compiler:
                 joins.append((grouped, c.customer_id == grouped._key))
         if names & set(RFM_FIELDS):
             joins.append(self.rfm())
+        for table in dict.fromkeys(PREDICTED[n][0] for n in sorted(names & set(PREDICTED))):
+            joins.append(self.predicted(table))
         expr = self.rule(rule)
         joined = c
         for right, pred in joins:
@@ -177,6 +180,23 @@ class _Compiler:
         for k in RFM_FIELDS:
             self.computed[k] = r[f"_{k}"]
         return r, self.c.customer_id == r._rkey
+
+    def predicted(self, table: str) -> tuple[ir.Table, ir.BooleanValue]:
+        """Each customer's latest stored prediction at or before as_of (newest run wins)."""
+        p = self.tables[table]
+        p = p.filter(
+            p.as_of <= self.as_of.end if self.as_of.inclusive else p.as_of < self.as_of.end
+        )
+        latest = ibis.row_number().over(
+            group_by=p.customer_id, order_by=[ibis.desc(p.as_of), ibis.desc(p.computed_at)]
+        )
+        p = p.mutate(_rank=latest).filter(ibis._._rank == 0)
+        fields = [f for f, (t, _) in PREDICTED.items() if t == table]
+        key = f"_{table}_key"
+        p = p.select(**{key: p.customer_id}, **{f"_{f}": p[f] for f in fields})
+        for f in fields:
+            self.computed[f] = p[f"_{f}"]
+        return p, self.c.customer_id == p[key]
 
     def aggregate_expr(self, agg: Aggregate, ctx: _Rows) -> ir.Value:
         rows = ctx.table

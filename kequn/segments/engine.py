@@ -61,19 +61,30 @@ RuleLike = str | Node | Segment
 # --- compiling rules against a workspace --------------------------------------------------------
 
 
+SCORE_TABLES = ("rfm_scores", "clv_scores", "churn_scores")
+
+
 def _tables(workspace: Workspace) -> dict[str, ir.Table]:
-    """The tables a rule reads (rfm_scores only when stored), each looked up once."""
-    names = ["customers", "orders", "events"]
-    if "rfm_scores" in workspace.con.list_tables():
-        names.append("rfm_scores")
-    return {name: workspace.table(name) for name in names}
+    """The tables a rule reads (score tables only when they hold rows), each looked up once."""
+    tables = {name: workspace.table(name) for name in ("customers", "orders", "events")}
+    existing = set(workspace.con.list_tables())
+    for name in SCORE_TABLES:
+        if name in existing:
+            t = workspace.table(name)
+            if t.limit(1).count().execute():
+                tables[name] = t
+    return tables
 
 
 def catalog_for(workspace: Workspace, tables: dict[str, ir.Table] | None = None) -> Catalog:
     """The fields this workspace's tables offer (extra imported columns included)."""
     tables = tables or _tables(workspace)
     schemas = {name: tables[name].schema() for name in ("customers", "orders", "events")}
-    return Catalog.from_schemas(schemas, rfm="rfm_scores" in tables)
+    return Catalog.from_schemas(
+        schemas,
+        rfm="rfm_scores" in tables,
+        predictions=frozenset(t for t in ("clv_scores", "churn_scores") if t in tables),
+    )
 
 
 class _Context:
