@@ -41,6 +41,23 @@ def main(out: str = "demo-output") -> None:
     for customer in ("C000001", "C000002"):
         run("profile", customer, "--recent", "3", "-w", str(ws))
 
+    # Scores: RFM value segments (stored per as_of, so runs can be compared) and CLV.
+    run("rfm", "--as-of", "2025-12-31", "-w", str(ws))
+    run("rfm", "--as-of", "2025-12-31", "--scheme", "cn8", "-w", str(ws))
+    run("rfm", "--compare", "2025-06-30", "2025-12-31", "-w", str(ws))
+    run(
+        "clv",
+        "predict",
+        "--as-of",
+        "2025-12-31",
+        "--horizon",
+        "90d",
+        "--out",
+        str(root / "clv.csv"),
+        "-w",
+        str(ws),
+    )
+
     # Segments: an ad-hoc count, then a file of segments evaluated twice so that the
     # membership history shows who entered and who left.
     segments = Path(__file__).parent / "sample" / "data" / "segments.toml"
@@ -49,6 +66,9 @@ def main(out: str = "demo-output") -> None:
         "and count(orders, last 30 days) = 0"
     )
     run("segment", "count", rule, "--as-of", "2025-12-31", "-w", str(ws))
+    run(
+        "segment", "count", "r_score >= 4 and p_alive < 0.5", "--as-of", "2025-12-31", "-w", str(ws)
+    )
     run("segment", "apply", str(segments), "--as-of", "2025-09-30", "-w", str(ws))
     run("segment", "apply", str(segments), "--as-of", "2025-12-31", "-w", str(ws))
     run("segment", "list", "-w", str(ws))
@@ -73,6 +93,7 @@ def main(out: str = "demo-output") -> None:
     console.print(f"sample data:        {data.resolve()}")
     console.print(f"workspace:          {ws.resolve()}  (try: kequn profile C000003 -w {ws})")
     console.print(f"CDNow workspace:    {cdnow_ws.resolve()}")
+    console.print(f"CLV predictions:    {(root / 'clv.csv').resolve()}")
     console.print(f"segment export:     {(root / 'high_value_at_risk.csv').resolve()}")
 
 
