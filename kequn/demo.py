@@ -91,10 +91,14 @@ def main(out: str = "demo-output") -> None:
 
     console.rule("[bold]outputs")
     console.print(f"sample data:        {data.resolve()}")
-    console.print(f"workspace:          {ws.resolve()}  (try: kequn profile C000003 -w {ws})")
+    console.print(f"workspace:          {ws.resolve()}")
     console.print(f"CDNow workspace:    {cdnow_ws.resolve()}")
     console.print(f"CLV predictions:    {(root / 'clv.csv').resolve()}")
     console.print(f"segment export:     {(root / 'high_value_at_risk.csv').resolve()}")
+    console.print(
+        f"\nnext: [bold]source .venv/bin/activate[/], then e.g. "
+        f"[bold]kequn profile C000003 -w {ws}[/] or [bold]kequn --help[/]"
+    )
 
 
 if __name__ == "__main__":
