@@ -107,3 +107,20 @@ def test_errors(cdnow_ws, tmp_path):
 )
 def test_horizons(text, days):
     assert parse_horizon(text) == days
+
+
+def test_holdout_check_matches_the_paper(cdnow_ws, tmp_path):
+    plot = tmp_path / "holdout.svg"
+    result = runner.invoke(
+        app,
+        ["clv", "holdout", "--calibration-end", "1997-09-30", "--observation-end", "1998-06-30"]
+        + ["--plot", str(plot), "-w", str(cdnow_ws), "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    total = next(r for r in data["rows"] if r["frequency"] == "all")
+    assert total["actual_total"] == 1882  # repeat purchase days in weeks 40-78
+    assert total["predicted_total"] == pytest.approx(1653.4, abs=0.5)
+    assert round(data["correlation"], 3) == 0.626
+    svg = plot.read_text()
+    assert svg.startswith("<svg") and svg.count("<polyline") == 2

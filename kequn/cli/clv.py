@@ -78,6 +78,61 @@ def fit(
         )
 
 
+@clv_app.command("holdout")
+@handle_errors
+def holdout(
+    calibration_end: Annotated[str, typer.Option(help="Last day the model is fitted on.")],
+    observation_end: Annotated[str, typer.Option(help="Last day of the holdout period.")],
+    model: Annotated[str, typer.Option(help="bgnbd or pareto.")] = "bgnbd",
+    time_unit: Annotated[str, typer.Option(help="day or week.")] = "week",
+    plot: Annotated[
+        Path | None, typer.Option(help="Also draw actual vs predicted as an SVG file.")
+    ] = None,
+    workspace: WorkspaceOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Check predictions against a holdout period, by calibration frequency (验证)."""
+    from kequn.models.clv import holdout_check
+    from kequn.models.plots import holdout_plot_svg
+    from kequn.workspace import open_workspace
+
+    table = holdout_check(
+        open_workspace(workspace),
+        calibration_end=calibration_end,
+        observation_end=observation_end,
+        model=model,
+        time_unit=time_unit,
+    )
+    corr = table.attrs["correlation"]
+    if plot is not None:
+        title = f"{model}: holdout {calibration_end} → {observation_end} (r = {corr:.3f})"
+        plot.write_text(holdout_plot_svg(table, title), encoding="utf-8")
+    if json_:
+        rows = table.reset_index().to_dict("records")
+        print_json({"model": model, "correlation": corr, "rows": rows, "plot": plot})
+        return
+    out = Table(
+        title=f"{model}: actual vs predicted purchases, {calibration_end} → {observation_end}"
+    )
+    for col in ("calibration repeat purchases", "customers", "actual", "predicted"):
+        out.add_column(col, justify="right")
+    for label, row in table.iterrows():
+        out.add_row(
+            str(label),
+            f"{int(row['customers']):,}",
+            f"{row['actual']:.3f}",
+            f"{row['predicted']:.3f}",
+        )
+    console.print(out)
+    total = table.loc["all"]
+    console.print(
+        f"holdout purchases: actual {total['actual_total']:,.0f}, predicted "
+        f"{total['predicted_total']:,.1f}; correlation per customer {corr:.3f}"
+    )
+    if plot is not None:
+        console.print(f"plot written to {plot}")
+
+
 @clv_app.command("predict")
 @handle_errors
 def predict(

@@ -78,6 +78,38 @@ def fit_clv(
     return ClvFit(end, time_unit, summary, transactions, spend)
 
 
+def holdout_check(
+    workspace: Workspace,
+    *,
+    calibration_end: Any,
+    observation_end: Any,
+    model: str = "bgnbd",
+    time_unit: str = "week",
+) -> pd.DataFrame:
+    """The paper's calibration/holdout check on the workspace's orders.
+
+    Fits ``model`` on the orders up to ``calibration_end`` and compares its predicted
+    purchases in (calibration_end, observation_end] with the actual ones, by number of
+    calibration repeat purchases; correlation in ``table.attrs["correlation"]``.
+    """
+    from kequn.models.evaluation import calibration_holdout_table
+
+    if model not in TRANSACTION_MODELS:
+        raise InputError(f"model {model!r}: use bgnbd or pareto")
+    if time_unit not in UNIT_DAYS:
+        raise InputError(f"time unit {time_unit!r}: use day or week")
+    summary = summary_from_orders(
+        workspace.table("orders"),
+        _day(calibration_end),
+        _day(observation_end),
+        freq="W" if time_unit == "week" else "D",
+    )
+    fitted = TRANSACTION_MODELS[model]().fit(summary["frequency"], summary["recency"], summary["T"])
+    table = calibration_holdout_table(fitted, summary)
+    table.attrs["model"] = fitted.to_dict()
+    return table
+
+
 def predict_clv(
     workspace: Workspace,
     *,
