@@ -33,6 +33,7 @@ _LAZY = {
     "import_files": "kequn.ingest",
     "profile": "kequn.profiles",
     "Segment": "kequn.segments",
+    "ChurnModel": "kequn.models.churn",
     "rfm": "kequn.features.rfm",
     "BetaGeoModel": "kequn.models",
     "ConvergenceWarning": "kequn.models",
@@ -46,6 +47,7 @@ _LAZY = {
 
 __all__ = [
     "BetaGeoModel",
+    "ChurnModel",
     "ConvergenceWarning",
     "EmptySource",
     "GammaGammaModel",
@@ -75,6 +77,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from kequn.features.rfm import rfm
+    from kequn.models.churn import ChurnModel
     from kequn.ingest import ImportReport, import_files
     from kequn.models import (
         BetaGeoModel,

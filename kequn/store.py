@@ -201,6 +201,18 @@ RFM_SCORES = ibis.schema(
     }
 )
 
+# Churn risk per customer at an as_of (kequn/models/churn_store.py); one row per
+# customer × as_of × model (e.g. churn-hgb-90d).
+CHURN_SCORES = ibis.schema(
+    {
+        "customer_id": "string",
+        "as_of": "timestamp",
+        "churn_risk": "float64",
+        "model": "string",
+        "computed_at": "timestamp",
+    }
+)
+
 TABLES: dict[str, ibis.Schema] = {
     "customers": CUSTOMERS,
     "orders": ORDERS,
@@ -214,6 +226,7 @@ TABLES: dict[str, ibis.Schema] = {
     "memberships": MEMBERSHIPS,
     "clv_scores": CLV_SCORES,
     "rfm_scores": RFM_SCORES,
+    "churn_scores": CHURN_SCORES,
 }
 
 

@@ -8,6 +8,7 @@ import sys
 import kequn
 
 EXPECTED = {
+    "ChurnModel",
     "BetaGeoModel",
     "ConvergenceWarning",
     "GammaGammaModel",

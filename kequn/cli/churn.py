@@ -1,6 +1,6 @@
 """``kequn churn``: train the churn classifier on a time split, score customers.
 
-Thin: ``train`` calls :func:`kequn.models.churn.train_churn` and saves the model in the
+Thin: ``train`` calls :func:`kequn.models.churn_evaluation.train_churn` and saves the model in the
 workspace (``models/churn.pkl``); ``predict`` calls :func:`kequn.models.churn_store.score_churn`,
 which stores the scores in ``churn_scores``. This module only prints or writes files.
 """
@@ -64,7 +64,7 @@ def train_cmd(
     json_: JsonOpt = False,
 ) -> None:
     """Train and evaluate the churn model; save it in the workspace (训练流失模型)."""
-    from kequn.models.churn import train_churn
+    from kequn.models.churn_evaluation import train_churn
     from kequn.models.churn_store import save_churn_model
     from kequn.workspace import open_workspace
 
