@@ -77,7 +77,6 @@ __all__ = [
 
 if TYPE_CHECKING:
     from kequn.features.rfm import rfm
-    from kequn.models.churn import ChurnModel
     from kequn.ingest import ImportReport, import_files
     from kequn.models import (
         BetaGeoModel,
@@ -89,6 +88,7 @@ if TYPE_CHECKING:
         summary_from_orders,
         summary_from_transactions,
     )
+    from kequn.models.churn import ChurnModel
     from kequn.profiles import profile
     from kequn.segments import Segment
     from kequn.workspace import Workspace, init_workspace, open_workspace
