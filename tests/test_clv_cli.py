@@ -124,3 +124,14 @@ def test_holdout_check_matches_the_paper(cdnow_ws, tmp_path):
     assert round(data["correlation"], 3) == 0.626
     svg = plot.read_text()
     assert svg.startswith("<svg") and svg.count("<polyline") == 2
+
+
+def test_calibration_end_past_the_data_warns(cdnow_ws):
+    from kequn import open_workspace
+    from kequn.models import DataWarning
+    from kequn.models.clv import fit_clv
+
+    ws = open_workspace(cdnow_ws)
+    with pytest.warns(DataWarning, match="days after the last purchase"):
+        fit_clv(ws, calibration_end="1999-06-30")
+    ws.close()

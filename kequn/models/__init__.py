@@ -12,7 +12,7 @@ All models follow scikit-learn's conventions (``fit`` returns ``self``, learned 
 in ``_``, ``NotFittedError`` before ``fit``); see docs/models.md.
 """
 
-from kequn.models._base import ConvergenceWarning
+from kequn.models._base import ConvergenceWarning, DataWarning
 from kequn.models.bgnbd import BetaGeoModel, simulate_bgnbd
 from kequn.models.datasets import (
     CDNOW_CALIBRATION_END,
@@ -38,6 +38,7 @@ __all__ = [
     "MODELS",
     "BetaGeoModel",
     "ConvergenceWarning",
+    "DataWarning",
     "GammaGammaModel",
     "ParetoNBDModel",
     "calibration_holdout_table",

@@ -42,6 +42,10 @@ class ConvergenceWarning(UserWarning):
     """The optimiser stopped before it met its convergence criteria."""
 
 
+class DataWarning(UserWarning):
+    """The data can be fitted but probably not as the caller meant (e.g. a period past it)."""
+
+
 # ---------------------------------------------------------------------------------------
 # Input checks
 # ---------------------------------------------------------------------------------------

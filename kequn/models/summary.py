@@ -27,13 +27,14 @@ of a store, in SQL through Ibis (rows with ``is_return`` set are not purchases).
 from __future__ import annotations
 
 import datetime as dt
+import warnings
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from kequn.errors import InputError
-from kequn.models._base import as_float_array
+from kequn.models._base import DataWarning, as_float_array
 
 #: Days per time unit.
 TIME_UNITS = {"D": 1, "W": 7}
@@ -253,6 +254,16 @@ def _check_period(
             f"({first_d.isoformat()}); no customer has started yet"
         )
     if observation_end is None:
+        # A few quiet days before "today" are normal; a gap longer than a month and a quarter
+        # of the data's span usually means the data ends there.
+        if (cal - last_d).days > max(30, (last_d - first_d).days // 4):
+            warnings.warn(
+                f"calibration_end {cal.isoformat()!r} is {(cal - last_d).days} days after the "
+                f"last purchase in the data ({last_d.isoformat()}): if the data simply ends "
+                "there, every customer will look inactive; use the last day the data covers",
+                DataWarning,
+                stacklevel=3,
+            )
         return cal, None
     obs = _as_day("observation_end", observation_end)
     if obs <= cal:
