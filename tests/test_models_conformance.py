@@ -80,7 +80,7 @@ def test_public_surface_is_pinned() -> None:
             "CDNOW_CALIBRATION_END",
             "CDNOW_OBSERVATION_END",
             "ConvergenceWarning",
-    "DataWarning",
+            "DataWarning",
             "GammaGammaModel",
             "MODELS",
             "ParetoNBDModel",
