@@ -58,6 +58,9 @@ def main(out: str = "demo-output") -> None:
         str(ws),
     )
 
+    run("churn", "train", "-w", str(ws))
+    run("churn", "predict", "--as-of", "2025-12-31", "-w", str(ws))
+
     # Segments: an ad-hoc count, then a file of segments evaluated twice so that the
     # membership history shows who entered and who left.
     segments = Path(__file__).parent / "sample" / "data" / "segments.toml"
@@ -66,9 +69,8 @@ def main(out: str = "demo-output") -> None:
         "and count(orders, last 30 days) = 0"
     )
     run("segment", "count", rule, "--as-of", "2025-12-31", "-w", str(ws))
-    run(
-        "segment", "count", "r_score >= 4 and p_alive < 0.5", "--as-of", "2025-12-31", "-w", str(ws)
-    )
+    valuable_but_leaving = "r_score >= 4 and (p_alive < 0.5 or churn_risk > 0.8)"
+    run("segment", "count", valuable_but_leaving, "--as-of", "2025-12-31", "-w", str(ws))
     run("segment", "apply", str(segments), "--as-of", "2025-09-30", "-w", str(ws))
     run("segment", "apply", str(segments), "--as-of", "2025-12-31", "-w", str(ws))
     run("segment", "list", "-w", str(ws))
