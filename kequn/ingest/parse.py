@@ -48,8 +48,10 @@ def quote_str(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def blank(col: str) -> str:
-    """True where a cell is missing or only whitespace."""
+def blank(col: str, kind: pa.DataType | None = None) -> str:
+    """True where a cell is missing or only whitespace (typed cells: only missing)."""
+    if kind is not None and not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        return f"({col} IS NULL)"
     return f"({col} IS NULL OR trim(CAST({col} AS VARCHAR)) = '')"
 
 

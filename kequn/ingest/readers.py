@@ -171,7 +171,7 @@ def _open_parquet(path: Path) -> Source:
 
     def batches(progress: Callable[[int], None] | None) -> Iterator[pa.RecordBatch]:
         row = 0
-        for batch in pf.iter_batches(batch_size=1 << 20):
+        for batch in pf.iter_batches(batch_size=1 << 17):
             yield _numbered(batch, row)
             row += batch.num_rows
             if progress:

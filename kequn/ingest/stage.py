@@ -120,9 +120,12 @@ def stage_file(engine, kind, index: int, src: Source, mapping: Mapping, cfg, tic
             preferred=preferred,
         )
         if required:
-            checks.append((parse.blank(col(name)), f"missing {name}"))
+            checks.append((parse.blank(col(name), typ(name)), f"missing {name}"))
         checks.append(
-            (f"NOT {parse.blank(col(name))} AND {P(name)} IS NULL", f"unparseable {name}")
+            (
+                f"NOT {parse.blank(col(name), typ(name))} AND {P(name)} IS NULL",
+                f"unparseable {name}",
+            )
         )
 
     def number_field(name: str) -> str | None:
@@ -130,7 +133,10 @@ def stage_file(engine, kind, index: int, src: Source, mapping: Mapping, cfg, tic
             return None
         parsed[name] = parse.number(col(name), typ(name), decimal_comma=cfg.decimal_comma)
         checks.append(
-            (f"NOT {parse.blank(col(name))} AND {P(name)} IS NULL", f"unparseable {name}")
+            (
+                f"NOT {parse.blank(col(name), typ(name))} AND {P(name)} IS NULL",
+                f"unparseable {name}",
+            )
         )
         return P(name)
 
