@@ -276,3 +276,30 @@ def test_keep_duplicates_for_transactions_without_ids(ws, write):
     report = import_files(ws, "orders", [write("o.csv", text)], keep_duplicates=True)
     assert report.duplicates == 0 and report.imported == 3
     assert rows(ws, "SELECT count(DISTINCT order_id), sum(amount) FROM orders") == [(3, 29.97)]
+
+
+def test_rows_with_the_wrong_number_of_fields_are_quarantined(ws, write):
+    path = write(
+        "ragged.csv",
+        "order_id,customer_id,date,amount\n"
+        "A1,u1,2024-01-01,5\n"
+        "A2,u1,2024-01-02\n"  # a field short
+        "A3,u2,2024-01-03,7,extra\n"  # a field too many
+        "\n"  # empty lines are not rows
+        "A4,u2,2024-01-04,x\n"  # splits fine, amount unparseable
+        "A5,u3,2024-01-05,9\n",
+    )
+    report = import_files(ws, "orders", [path])
+    assert report.rows_read == 5 and report.imported == 2
+    assert report.quarantined == {
+        "wrong number of fields: expected 4, got 3": 1,
+        "wrong number of fields: expected 4, got 5": 1,
+        "unparseable amount": 1,
+    }
+    got = rows(ws, "SELECT row_number, reason, raw FROM quarantine ORDER BY row_number")
+    assert [(r[0], r[1][:22]) for r in got] == [
+        (2, "wrong number of fields"),
+        (3, "wrong number of fields"),
+        (4, "unparseable amount"),
+    ]
+    assert json.loads(got[1][2]) == {"line": "A3,u2,2024-01-03,7,extra"}

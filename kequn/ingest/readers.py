@@ -13,7 +13,7 @@ import glob
 import io
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from pathlib import Path
 
@@ -40,6 +40,9 @@ class Source:
     encoding: str | None
     size: int
     batches: Callable[[Callable[[int], None] | None], Iterator[pa.RecordBatch]]
+    # Rows that could not be split into the header's columns: (data row, reason, text).
+    # Filled once ``batches`` is exhausted; ``_row`` of the good rows skips them.
+    invalid: list[tuple[int, str, str]] = field(default_factory=list)
 
 
 def expand(patterns: list[str | os.PathLike]) -> list[Path]:
@@ -129,7 +132,15 @@ def _open_csv(path: Path) -> Source:
             encoding="utf8" if encoding in ("utf-8", "utf-8-sig") else encoding,
             block_size=BATCH_BYTES,
         )
-        parse = pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True)
+        skipped: list[tuple[int, int, str]] = []
+
+        def ragged(row: pacsv.InvalidRow) -> str:
+            skipped.append((row.expected_columns, row.actual_columns, row.text))
+            return "skip"
+
+        parse = pacsv.ParseOptions(
+            delimiter=delimiter, newlines_in_values=True, invalid_row_handler=ragged
+        )
         convert = pacsv.ConvertOptions(
             column_types={h: pa.string() for h in headers},
             # Keep 'N/A', 'NULL', 'nan' as the text they are: kequn decides what is
@@ -154,8 +165,38 @@ def _open_csv(path: Path) -> Source:
                 raise InputError(
                     f"{str(path)!r}: cannot read as CSV near data row {row + 1}: {exc}"
                 ) from exc
+        if skipped:
+            source.invalid = _locate_ragged(path, encoding, delimiter, len(headers), skipped)
 
-    return Source(path, "csv", headers, encoding, size, batches)
+    source = Source(path, "csv", headers, encoding, size, batches)
+    return source
+
+
+def _locate_ragged(
+    path: Path, encoding: str, delimiter: str, width: int, skipped: list[tuple[int, int, str]]
+) -> list[tuple[int, str, str]]:
+    """The data row numbers of the rows the fast reader skipped (it cannot tell them).
+
+    A second, slow pass with Python's csv module, made only for files that have such
+    rows; its numbering (empty lines not counted) matches the fast reader's.
+    """
+    positions = []
+    with path.open(encoding=encoding, newline="") as fh:
+        records = csv.reader(fh, delimiter=delimiter)
+        next(records, None)
+        number = 0
+        for record in records:
+            if not record:
+                continue
+            number += 1
+            if len(record) != width:
+                positions.append(number)
+    if len(positions) != len(skipped):  # the two parsers disagree: keep counts honest
+        positions = [0] * len(skipped)
+    return [
+        (at, f"wrong number of fields: expected {want}, got {got}", text)
+        for at, (want, got, text) in zip(positions, skipped, strict=True)
+    ]
 
 
 def _open_parquet(path: Path) -> Source:

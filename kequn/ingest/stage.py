@@ -255,7 +255,45 @@ def stage_file(engine, kind, index: int, src: Source, mapping: Mapping, cfg, tic
         )
     finally:
         engine.unregister("_reader")
+    if src.invalid:
+        _add_ragged(engine, index, src.invalid)
     return engine.execute("SELECT count(*) FROM _stage WHERE _file = ?", [index]).fetchall()[0][0]
+
+
+def _add_ragged(engine, index: int, invalid: list[tuple[int, str, str]]) -> None:
+    """Quarantine rows the reader could not split, and give the good rows their true numbers.
+
+    The reader numbered only the rows it kept; a kept row with provisional number r is
+    preceded by every skipped row j (1-based, at true row b_j) with b_j - j < r.
+    """
+    bad = pa.table(
+        {
+            "pos": [b for b, _, _ in invalid],
+            "j": list(range(1, len(invalid) + 1)),
+            "reason": [r for _, r, _ in invalid],
+            "line": [t for _, _, t in invalid],
+        }
+    )
+    engine.register("_ragged", bad)
+    try:
+        engine.execute(
+            """
+            UPDATE _stage SET _row = _row + (
+                SELECT count(*) FROM _ragged WHERE _ragged.pos - _ragged.j < _stage._row)
+            WHERE _file = ?
+            """,
+            [index],
+        )
+        engine.execute(
+            """
+            INSERT INTO _stage (_file, _row, _hash, _reason, _raw)
+            SELECT ?, pos, hash(line, pos), reason, json_object('line', line)::VARCHAR
+            FROM _ragged
+            """,
+            [index],
+        )
+    finally:
+        engine.unregister("_ragged")
 
 
 def _row_text(schema: pa.Schema) -> str:
