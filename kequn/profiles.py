@@ -94,7 +94,40 @@ def profile(workspace: Workspace, key: str, *, recent: int = 10) -> dict[str, An
         "recent_orders": recent_orders,
         "events": {k: int(v) for k, v in event_counts.items()},
         "recent_events": recent_events,
+        "scores": _scores(workspace, customer_id),
+        "segments": _segments(workspace, customer_id),
     }
+
+
+# the columns of each stored score table shown in a profile
+_SCORE_COLUMNS = {
+    "rfm_scores": ["scheme", "r_score", "f_score", "m_score", "rfm_segment"],
+    "clv_scores": ["model", "horizon_days", "expected_purchases", "p_alive", "clv"],
+    "churn_scores": ["model", "churn_risk"],
+}
+
+
+def _scores(workspace: Workspace, customer_id: str) -> dict[str, Any]:
+    """The customer's latest stored score of each kind (RFM, CLV, churn), with its as_of."""
+    out: dict[str, Any] = {}
+    for table, columns in _SCORE_COLUMNS.items():
+        t = workspace.table(table)
+        mine = t.filter(t.customer_id == customer_id)
+        newest = mine.order_by([ibis.desc("as_of"), ibis.desc("computed_at")]).limit(1)
+        latest = _records(newest.select("as_of", *columns))
+        if latest:
+            out[table.removesuffix("_scores")] = latest[0]
+    return out
+
+
+def _segments(workspace: Workspace, customer_id: str) -> list[dict[str, Any]]:
+    """Segments the customer is in now (per the latest evaluation), with the entry time."""
+    m = workspace.table("memberships")
+    return _records(
+        m.filter((m.customer_id == customer_id) & m.exited_at.isnull())
+        .select("segment", "entered_at")
+        .order_by("segment")
+    )
 
 
 def _records(expr: ibis.Table) -> list[dict[str, Any]]:

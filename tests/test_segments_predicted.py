@@ -70,3 +70,11 @@ def test_fields_without_stored_predictions_say_what_to_run(ws, write):
     assert info.value.kind == "no_predictions"
     with pytest.raises(RuleError, match="kequn churn predict"):
         evaluate(ws, "churn_risk > 0.5", "2024-07-31")
+
+
+def test_profile_shows_the_latest_scores(scored):
+    from kequn.profiles import profile
+
+    data = profile(scored, "b")
+    assert data["scores"]["clv"]["clv"] == 400.0  # July, the newer of two runs
+    assert "rfm" not in data["scores"] and data["segments"] == []

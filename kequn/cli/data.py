@@ -262,6 +262,27 @@ def print_profile(data: dict) -> None:
     if data["events"]:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(data["events"].items()))
         console.print(f"[dim]events[/] {counts}")
+    scores = data.get("scores", {})
+    if "rfm" in scores:
+        r = scores["rfm"]
+        console.print(
+            f"[dim]RFM[/] {r['r_score']}/{r['f_score']}/{r['m_score']} {r['rfm_segment']} "
+            f"({r['scheme']}, as of {str(r['as_of'])[:10]})"
+        )
+    if "clv" in scores:
+        c = scores["clv"]
+        console.print(
+            f"[dim]CLV[/] {c['clv']:,.2f} over {c['horizon_days']} days, "
+            f"P(alive) {c['p_alive']:.2f} ({c['model']}, as of {str(c['as_of'])[:10]})"
+        )
+    if "churn" in scores:
+        ch = scores["churn"]
+        console.print(f"[dim]churn risk[/] {ch['churn_risk']:.2f} (as of {str(ch['as_of'])[:10]})")
+    if data.get("segments"):
+        segs = ", ".join(
+            f"{s['segment']} (since {str(s['entered_at'])[:10]})" for s in data["segments"]
+        )
+        console.print(f"[dim]segments[/] {segs}")
 
 
 @handle_errors
