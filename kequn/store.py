@@ -213,6 +213,32 @@ CHURN_SCORES = ibis.schema(
     }
 )
 
+# K-means runs (kequn/insight): assignments per customer × run, and one row per run with
+# its features, silhouette curve and each cluster's explanation rule (JSON text).
+CLUSTERS = ibis.schema(
+    {
+        "customer_id": "string",
+        "run_id": "string",
+        "as_of": "timestamp",
+        "cluster": "int64",
+        "computed_at": "timestamp",
+    }
+)
+
+CLUSTER_RUNS = ibis.schema(
+    {
+        "run_id": "string",
+        "as_of": "timestamp",
+        "k": "int64",
+        "features": "string",
+        "silhouette": "float64",
+        "curve": "string",
+        "method": "string",
+        "rules": "string",
+        "computed_at": "timestamp",
+    }
+)
+
 TABLES: dict[str, ibis.Schema] = {
     "customers": CUSTOMERS,
     "orders": ORDERS,
@@ -227,6 +253,8 @@ TABLES: dict[str, ibis.Schema] = {
     "clv_scores": CLV_SCORES,
     "rfm_scores": RFM_SCORES,
     "churn_scores": CHURN_SCORES,
+    "clusters": CLUSTERS,
+    "cluster_runs": CLUSTER_RUNS,
 }
 
 

@@ -14,20 +14,19 @@ DOC = (Path(__file__).parent.parent / "docs" / "cli.md").read_text(encoding="utf
 
 
 def _commands(command, prefix=()):
+    options = [p.opts[0] for p in command.params if p.opts[0].startswith("--")]
     subs = getattr(command, "commands", None)
-    if subs:
-        for name, sub in subs.items():
-            yield from _commands(sub, (*prefix, name))
-    else:
-        options = [p.opts[0] for p in command.params if p.opts[0].startswith("--")]
+    if prefix and (options or not subs):  # a group with options of its own runs too
         yield " ".join(prefix), options
+    for name, sub in (subs or {}).items():
+        yield from _commands(sub, (*prefix, name))
 
 
 COMMANDS = list(_commands(typer.main.get_command(app)))
 
 
 def _section(path: str) -> str:
-    match = re.search(rf"^## `kequn {re.escape(path)}\b.*?(?=^## |\Z)", DOC, re.M | re.S)
+    match = re.search(rf"^## `kequn {re.escape(path)}(?=[ `]).*?(?=^## |\Z)", DOC, re.M | re.S)
     assert match, f"docs/cli.md has no section for `kequn {path}`"
     return match.group(0)
 

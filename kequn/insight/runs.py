@@ -1,0 +1,214 @@
+"""The clustering workflow on a workspace: features → K-means → rules → stored run.
+
+:func:`cluster` computes the features in the engine (:mod:`kequn.insight.features`), fits
+:class:`~kequn.insight.clustering.CustomerKMeans`, explains every cluster as a rule whose
+precision and recall the segment engine measures (:mod:`kequn.insight.explain`), and stores
+the assignments (``clusters``) and the run (``cluster_runs``) in one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import ibis
+import ibis.expr.types as ir
+import numpy as np
+import pyarrow as pa
+
+from kequn.errors import InputError
+from kequn.insight.clustering import CustomerKMeans
+from kequn.insight.explain import ClusterRule, explain_clusters
+from kequn.insight.features import Feature, feature_matrix, parse_groups
+from kequn.insight.tables import CLUSTERS, StoredRun, ensure_tables, load_run
+from kequn.segments.timing import resolve_as_of
+from kequn.workspace import Workspace
+
+__all__ = ["ClusterRun", "cluster", "cluster_members"]
+
+
+@dataclass(frozen=True)
+class ClusterRun:
+    """A clustering run: the choice of k, the clusters in original units, their rules."""
+
+    run_id: str
+    as_of: datetime
+    k: int
+    method: str
+    features: tuple[Feature, ...]
+    silhouette: float
+    curve: dict[int, float]
+    clusters: list[dict[str, Any]]  # cluster, size, share, revenue, revenue_share, centroid
+    rules: list[ClusterRule]
+    customer_ids: np.ndarray = field(repr=False)
+    labels: np.ndarray = field(repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: everything but the per-customer arrays."""
+        rules = {r.cluster: r for r in self.rules}
+        return {
+            "run_id": self.run_id,
+            "as_of": self.as_of.isoformat(),
+            "k": self.k,
+            "method": self.method,
+            "silhouette": self.silhouette,
+            "curve": {str(k): v for k, v in self.curve.items()},
+            "features": [{"name": f.name, "expr": f.expr, "group": f.group} for f in self.features],
+            "clusters": [
+                {
+                    **c,
+                    **(
+                        {
+                            "rule": rules[c["cluster"]].rule,
+                            "precision": rules[c["cluster"]].precision,
+                            "recall": rules[c["cluster"]].recall,
+                            "rule_size": rules[c["cluster"]].rule_size,
+                        }
+                        if c["cluster"] in rules
+                        else {}
+                    ),
+                }
+                for c in self.clusters
+            ],
+        }
+
+
+def _parse_k(k: int | str) -> int | str:
+    if isinstance(k, str):
+        text = k.strip().lower()
+        if text == "auto":
+            return "auto"
+        if text.isdigit():
+            k = int(text)
+        else:
+            raise InputError(f"k = {k!r}: use 'auto' or a whole number from 2")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 2:
+        raise InputError(f"k = {k!r}: use 'auto' or a whole number from 2")
+    return k
+
+
+def cluster(
+    ws: Workspace,
+    *,
+    features: str | Sequence[str] | None = None,
+    k: int | str = "auto",
+    as_of: object = None,
+    random_state: int = 0,
+    explain: bool = True,
+    store: bool = True,
+    model: CustomerKMeans | None = None,
+) -> ClusterRun:
+    """Cluster every customer at ``as_of`` and (by default) explain and store the run.
+
+    ``features``: groups among ``rfm``, ``clv`` (stored CLV / p_alive / churn risk) and
+    ``events`` (counts by type, last 90 days); default all, ``clv`` only where scores are
+    stored. ``k``: ``"auto"`` (silhouette over 2..8 on a sample) or a number. ``model``
+    replaces the default estimator (settings such as sample sizes). Deterministic for a
+    ``random_state``; pass ``as_of`` for reproducible results.
+    """
+    groups = parse_groups(features)
+    k_value = _parse_k(k)
+    moment = resolve_as_of(as_of, ws.config.timezone)
+    fm = feature_matrix(ws, moment, groups)
+    n = len(fm.customer_ids)
+    if n < 3:
+        raise InputError(f"only {n} customers in the workspace; clustering needs at least 3")
+    est = model if model is not None else CustomerKMeans(k_value, random_state=random_state)
+    if model is None:
+        est.log = np.array([f.log for f in fm.features])
+    est.fit(fm.values)
+    labels = est.labels_
+    sizes = np.bincount(labels, minlength=est.k_)
+    revenue = np.bincount(labels, weights=fm.revenue, minlength=est.k_)
+    total_revenue = float(fm.revenue.sum())
+    clusters = [
+        {
+            "cluster": i,
+            "size": int(sizes[i]),
+            "share": float(sizes[i] / n),
+            "revenue": float(revenue[i]),
+            "revenue_share": float(revenue[i] / total_revenue) if total_revenue else 0.0,
+            "centroid": {f.name: float(est.centroids_[i, j]) for j, f in enumerate(fm.features)},
+        }
+        for i in range(est.k_)
+    ]
+    rules: list[ClusterRule] = []
+    if explain:
+        rules = explain_clusters(
+            ws, fm.customer_ids, labels, fm.values, fm.features, moment, random_state=random_state
+        )
+    run = ClusterRun(
+        run_id=f"{moment.label:%Y%m%d}-{uuid.uuid4().hex[:8]}",
+        as_of=moment.label,
+        k=int(est.k_),
+        method=est.method_,
+        features=fm.features,
+        silhouette=float(est.silhouette_),
+        curve=dict(est.silhouette_curve_),
+        clusters=clusters,
+        rules=rules,
+        customer_ids=fm.customer_ids,
+        labels=labels,
+    )
+    if store:
+        _store(ws, run)
+    return run
+
+
+def _store(ws: Workspace, run: ClusterRun) -> None:
+    con = ws.con
+    ensure_tables(con)
+    computed_at = resolve_as_of(None, ws.config.timezone).end.replace(microsecond=0)
+    assignments = pa.table(
+        {
+            "customer_id": pa.array(run.customer_ids, pa.string()),
+            "run_id": pa.array(np.full(len(run.labels), run.run_id, dtype=object), pa.string()),
+            "as_of": pa.array(np.full(len(run.labels), np.datetime64(run.as_of, "us"))),
+            "cluster": pa.array(run.labels.astype("int64")),
+            "computed_at": pa.array(np.full(len(run.labels), np.datetime64(computed_at, "us"))),
+        },
+        schema=CLUSTERS.to_pyarrow(),
+    )
+    info = run.as_dict()
+    rules = [
+        {
+            "cluster": c["cluster"],
+            "size": c["size"],
+            "revenue_share": c["revenue_share"],
+            "centroid": c["centroid"],
+            "rule": c.get("rule"),
+            "precision": c.get("precision"),
+            "recall": c.get("recall"),
+        }
+        for c in info["clusters"]
+    ]
+    row = ibis.memtable(
+        [
+            {
+                "run_id": run.run_id,
+                "as_of": run.as_of,
+                "k": run.k,
+                "features": json.dumps(info["features"], ensure_ascii=False),
+                "silhouette": run.silhouette,
+                "curve": json.dumps(info["curve"]),
+                "method": run.method,
+                "rules": json.dumps(rules, ensure_ascii=False),
+                "computed_at": computed_at,
+            }
+        ]
+    )
+    with ws.store.transaction():
+        con.insert("clusters", assignments)
+        con.insert("cluster_runs", row)
+
+
+def cluster_members(ws: Workspace, cluster_no: int, run_id: str | None = None) -> ir.Table:
+    """The customers of one cluster of a stored run (latest by default), lazily."""
+    stored: StoredRun = load_run(ws, run_id)
+    stored.rule(cluster_no)  # an unknown number fails with the valid range
+    t = ws.table("clusters")
+    return t.filter(t.run_id == stored.run_id, t.cluster == cluster_no).select("customer_id")
