@@ -41,16 +41,16 @@ def _print_run(run) -> None:
         for k, v in run.curve.items():
             mark = " ←" if k == run.k else ""
             console.print(f"  k={k}  {v:6.3f}  {_bar(v, best)}{mark}")
+    # One column per cluster and one row per feature: fits a terminal whatever the features.
     table = Table(title="clusters (centroids in original units)")
-    for name in ("cluster", "size", "share", "revenue share"):
-        table.add_column(name, justify="right")
-    for f in run.features:
-        table.add_column(escape(f.name), justify="right")
+    table.add_column("")
     for c in run.clusters:
-        cells = [str(c["cluster"]), f"{c['size']:,}", f"{c['share']:.1%}"]
-        cells.append(f"{c['revenue_share']:.1%}")
-        cells += [f"{c['centroid'][f.name]:,.1f}" for f in run.features]
-        table.add_row(*cells)
+        table.add_column(f"cluster {c['cluster']}", justify="right")
+    table.add_row("customers", *[f"{c['size']:,}" for c in run.clusters])
+    table.add_row("share", *[f"{c['share']:.1%}" for c in run.clusters])
+    table.add_row("revenue share", *[f"{c['revenue_share']:.1%}" for c in run.clusters])
+    for f in run.features:
+        table.add_row(escape(f.name), *[f"{c['centroid'][f.name]:,.1f}" for c in run.clusters])
     console.print(table)
     for r in run.rules:
         console.print(
