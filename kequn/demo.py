@@ -75,15 +75,12 @@ def main(out: str = "demo-output") -> None:
     run("segment", "apply", str(segments), "--as-of", "2025-12-31", "-w", str(ws))
     run("segment", "list", "-w", str(ws))
     run("segment", "overlap", "high_value", "active_buyers", "dormant", "-w", str(ws))
-    run(
-        "segment",
-        "export",
-        "high_value_at_risk",
-        "--out",
-        str(root / "high_value_at_risk.csv"),
-        "-w",
-        str(ws),
-    )
+    export = str(root / "high_value_at_risk.csv")
+    run("segment", "export", "high_value_at_risk", "--out", export, "-w", str(ws))
+
+    # Discover groups nobody defined, each explained as a rule; describe a segment.
+    run("cluster", "--as-of", "2025-12-31", "-w", str(ws))
+    run("persona", "high_value", "--as-of", "2025-12-31", "-w", str(ws))
 
     # The real CDNow purchases (Fader, Hardie & Lee 2005) in a workspace of their own;
     # identical rows there are separate purchases, so they are kept.
