@@ -42,6 +42,7 @@ import pyarrow.compute as pc
 import sqlglot as sg
 import sqlglot.expressions as sge
 
+from kequn.asof import resolve_as_of
 from kequn.config import zone_info
 from kequn.errors import InputError
 from kequn.features.rfm_schemes import SCHEMES, segment_code, segment_label
@@ -122,31 +123,10 @@ class RfmRun:
 def parse_as_of(value: object, timezone: str) -> tuple[date, datetime | None]:
     """The as_of day, and the instant when a time was given (None: the whole day counts).
 
-    ``None`` means now in the workspace time zone. Aware datetimes are converted to that
-    zone, because ``ordered_at`` holds wall time there.
+    ``None`` means now in the workspace time zone; see :mod:`kequn.asof`.
     """
-    if value is None:
-        now = datetime.now(zone_info(timezone)).replace(tzinfo=None)
-        return now.date(), now
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            return date.fromisoformat(text), None
-        except ValueError:
-            pass
-        try:
-            value = datetime.fromisoformat(text)
-        except ValueError:
-            raise InputError(
-                f"as_of {value!r} is not a date or time; use YYYY-MM-DD or YYYY-MM-DDTHH:MM"
-            ) from None
-    if isinstance(value, datetime):
-        if value.tzinfo is not None:
-            value = value.astimezone(zone_info(timezone)).replace(tzinfo=None)
-        return value.date(), value
-    if isinstance(value, date):
-        return value, None
-    raise InputError(f"as_of {value!r} is not a date or time; use YYYY-MM-DD or YYYY-MM-DDTHH:MM")
+    at = resolve_as_of(value, timezone)
+    return at.day, (at.end if at.inclusive else None)
 
 
 def _check_bins(value: object, where: str) -> int:

@@ -19,27 +19,12 @@ from __future__ import annotations
 
 import calendar
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import datetime, time, timedelta
 
-from kequn.config import zone_info
-from kequn.errors import InputError
+from kequn.asof import AsOf, resolve_as_of
 from kequn.segments.nodes import Ever, Last, Window, WindowBetween
 
 __all__ = ["AsOf", "Bounds", "resolve_as_of", "window_bounds"]
-
-
-@dataclass(frozen=True)
-class AsOf:
-    """The evaluation instant: its day, the end bound and whether the bound is included."""
-
-    day: date
-    end: datetime
-    inclusive: bool
-
-    @property
-    def label(self) -> datetime:
-        """The instant recorded in history: a day D is recorded as D 00:00."""
-        return datetime.combine(self.day, time()) if not self.inclusive else self.end
 
 
 @dataclass(frozen=True)
@@ -47,36 +32,6 @@ class Bounds:
     start: datetime | None  # included; None: no lower bound
     end: datetime
     end_inclusive: bool
-
-
-def resolve_as_of(value: object, timezone: str) -> AsOf:
-    """A date, a datetime (aware ones are converted to the workspace zone), ISO text or None.
-
-    None means now in the workspace time zone; pass as_of explicitly for reproducible results.
-    """
-    if isinstance(value, AsOf):
-        return value
-    if value is None:
-        now = datetime.now(zone_info(timezone)).replace(tzinfo=None)
-        return AsOf(now.date(), now, True)
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            value = date.fromisoformat(text)
-        except ValueError:
-            try:
-                value = datetime.fromisoformat(text)
-            except ValueError:
-                raise InputError(
-                    f"as_of {text!r} is not a date or time; use YYYY-MM-DD or YYYY-MM-DDTHH:MM"
-                ) from None
-    if isinstance(value, datetime):
-        if value.tzinfo is not None:
-            value = value.astimezone(zone_info(timezone)).replace(tzinfo=None)
-        return AsOf(value.date(), value, True)
-    if isinstance(value, date):
-        return AsOf(value, datetime.combine(value + timedelta(days=1), time()), False)
-    raise InputError(f"as_of {value!r} is not a date or time; use YYYY-MM-DD or YYYY-MM-DDTHH:MM")
 
 
 def add_months(moment: datetime, months: int) -> datetime:
