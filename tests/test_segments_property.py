@@ -30,6 +30,7 @@ from kequn.segments.nodes import (
     Not,
     Or,
     TextMatch,
+    Then,
     WindowBetween,
 )
 
@@ -127,7 +128,18 @@ def aggregates(draw):
         fld = field("properties", "sku") if source == "events" else field("channel")
     else:
         fld = field("properties", "price") if source == "events" else field("amount")
-    return Aggregate(func, source, fld, where, draw(windows()))
+    then = None
+    if func == "count" and draw(st.booleans()):
+        then = draw(thens())
+    return Aggregate(func, source, fld, where, draw(windows()), then)
+
+
+@st.composite
+def thens(draw):
+    source = draw(st.sampled_from(["orders", "returns", "all_orders", "events"]))
+    rows = event_row if source == "events" else order_row
+    unit = draw(st.sampled_from(["minute", "hour", "day", "week"]))
+    return Then(source, draw(st.none() | rows), draw(st.integers(1, 60)), unit, draw(st.booleans()))
 
 
 aggregate_conditions = st.one_of(

@@ -1,4 +1,4 @@
-"""``kequn segment``: count a rule, apply segment files, list, show, export, overlap, history.
+"""``kequn segment``: count, apply, list, show, export, overlap, history, migration.
 
 Thin: every command calls :mod:`kequn.segments` and prints. Rule errors print the message
 with its caret line (escaped, so brackets in a rule are not read as Rich markup) and exit 2.
@@ -247,3 +247,48 @@ def history_cmd(
             f"-{r['exited']:,}",
         )
     console.print(table)
+
+
+@segment_app.command("migration")
+@handle_errors
+def migration_cmd(
+    from_: Annotated[
+        str,
+        typer.Option("--from", help="The earlier evaluation (YYYY-MM-DD or YYYY-MM-DDTHH:MM)."),
+    ],
+    to: Annotated[str, typer.Option("--to", help="The later evaluation.")],
+    segments: Annotated[
+        str | None,
+        typer.Option(help="Segments to compare, comma-separated (default: all stored)."),
+    ] = None,
+    workspace: WorkspaceOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Transition matrix: customers moving between segments from one run to another (迁移)."""
+    from kequn.segments import migration
+
+    names = [n.strip() for n in segments.split(",") if n.strip()] if segments else None
+    with _open(workspace) as ws:
+        data = migration(ws, from_, to, names)
+    if json_:
+        print_json(data)
+        return
+    none = "(none)"
+    cells = {(m["from"], m["to"]): m["customers"] for m in data["moves"]}
+    table = Table(title=f"{data['from']:%Y-%m-%d %H:%M} → {data['to']:%Y-%m-%d %H:%M}")
+    table.add_column("from \\ to")
+    keys = [*data["segments"], None]
+    for key in keys:
+        table.add_column(escape(none if key is None else key), justify="right")
+    table.add_column("size", justify="right")
+    for a in keys:
+        row = [f"{cells[(a, b)]:,}" if (a, b) in cells else "" for b in keys]
+        size = "" if a is None else f"{data['sizes'][a]['from']:,}"
+        table.add_row(escape(none if a is None else a), *row, size)
+    sizes = [f"{data['sizes'][b]['to']:,}" for b in data["segments"]]
+    table.add_row("size", *sizes, "", "", style="dim")
+    console.print(table)
+    console.print(
+        "[dim]each cell counts customers in the row's segment at --from and the column's at "
+        "--to; (none): in none of these segments[/]"
+    )

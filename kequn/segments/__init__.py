@@ -10,7 +10,8 @@ Modules, in the order data flows through them:
 * :mod:`~kequn.segments.timing` — ``as_of`` and window bounds;
 * :mod:`~kequn.segments.compile` — a checked tree → one Ibis expression;
 * :mod:`~kequn.segments.definitions` — named segments with metadata, from TOML/YAML files;
-* :mod:`~kequn.segments.engine` — evaluate, count, apply (membership history), overlap.
+* :mod:`~kequn.segments.engine` — evaluate, count, apply (membership history), overlap,
+  migration between evaluations.
 
 ``docs/segments.md`` is the language reference and cookbook.
 """
@@ -29,6 +30,7 @@ from kequn.segments.engine import (
     history,
     list_segments,
     members,
+    migration,
     overlap,
     segment_definition,
     show,
@@ -55,6 +57,7 @@ __all__ = [
     "list_segments",
     "load_segments",
     "members",
+    "migration",
     "overlap",
     "parse_rule",
     "parse_segments",

@@ -391,6 +391,16 @@ class _Checker:
     def aggregate(self, node: Aggregate) -> str:
         if node.where is not None:
             self.rule(node.where, node.source)
+        if node.then is not None:
+            if node.func != "count":
+                raise self.error(
+                    f"a sequence (then ... within) is counted: write count(...), not "
+                    f"{node.func}(...)",
+                    "bad_aggregate",
+                    node,
+                )
+            if node.then.where is not None:
+                self.rule(node.then.where, node.then.source)
         if node.func == "count":
             if node.field is not None:
                 raise self.error(

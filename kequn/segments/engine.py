@@ -1,7 +1,10 @@
 """The segment engine: evaluate rules, apply segment files, keep membership history.
 
 Every function takes an explicit ``as_of`` (default: now in the workspace time zone) and
-runs one compiled Ibis query per segment; no customer passes through a Python loop.
+runs compiled Ibis queries; no customer passes through a Python loop. :func:`apply`
+evaluates all its segments in *one* query (every aggregate of every segment in one
+``GROUP BY`` per table), kept in a temporary table, then updates the history of all of
+them in one pass.
 
 History: :func:`apply` compares each segment's members with the open intervals in
 ``memberships``; new members get an interval starting at as_of, members who left get their
@@ -28,7 +31,7 @@ import sqlglot.expressions as sge
 
 from kequn.errors import InputError
 from kequn.segments.check import Catalog, check_rule
-from kequn.segments.compile import compile_rule
+from kequn.segments.compile import compile_rule, compile_rules
 from kequn.segments.definitions import Segment, load_segments
 from kequn.segments.errors import RuleError, closest
 from kequn.segments.nodes import Node
@@ -49,6 +52,7 @@ __all__ = [
     "history",
     "list_segments",
     "members",
+    "migration",
     "overlap",
     "segment_definition",
     "show",
@@ -121,14 +125,25 @@ class _Context:
             return parse_rule(text), text, rule
         return parse_rule(rule), rule, None
 
-    def flags(self, rule: RuleLike, as_of: AsOf) -> ir.Table:
+    def check(self, rule: RuleLike) -> Node:
         node, text, name = self.resolve(rule)
         try:
-            checked = check_rule(node, self.catalog, text=text, lookup=self.rule_of, segment=name)
+            return check_rule(node, self.catalog, text=text, lookup=self.rule_of, segment=name)
         except RuleError as exc:
             raise (exc.in_segment(name) if name else exc) from None
-        scheme = str(self.ws.config.rfm.get("scheme", "intl"))
-        return compile_rule(checked, self.tables, as_of, self.catalog, rfm_scheme=scheme)
+
+    @property
+    def scheme(self) -> str:
+        return str(self.ws.config.rfm.get("scheme", "intl"))
+
+    def flags(self, rule: RuleLike, as_of: AsOf) -> ir.Table:
+        checked = self.check(rule)
+        return compile_rule(checked, self.tables, as_of, self.catalog, rfm_scheme=self.scheme)
+
+    def flags_many(self, segments: Sequence[Segment], as_of: AsOf) -> ir.Table:
+        """``customer_id`` and one boolean column per segment (``_s0``, ``_s1``, …)."""
+        checked = {f"_s{i}": self.check(seg) for i, seg in enumerate(segments)}
+        return compile_rules(checked, self.tables, as_of, self.catalog, rfm_scheme=self.scheme)
 
 
 def flags(
@@ -284,116 +299,148 @@ def apply(
                     f"as_of {label} is earlier and would rewrite its history out of order"
                 )
         context = _Context(ws, segs)
-        member_sets = {}
-        for seg in segs:
-            f = context.flags(seg, moment)
-            member_sets[seg.name] = f.filter(f.member).select("customer_id")
+        # every segment in one query (each table scanned once), kept as a temporary table
+        # that the history steps below read
+        everything = context.flags_many(segs, moment)
+        flag_table = f"_kequn_flags_{uuid.uuid4().hex[:12]}"
+        flagged = con.create_table(flag_table, obj=everything, temp=True)
+        member_sets = ibis.union(
+            *(
+                flagged.filter(flagged[f"_s{i}"]).select(
+                    segment=ibis.literal(seg.name, type="string"), customer_id="customer_id"
+                )
+                for i, seg in enumerate(segs)
+            ),
+            distinct=False,
+        )
+        try:
+            return _record(ws, segs, member_sets, label, source)
+        finally:
+            con.drop_table(flag_table, force=True)
 
-        mem = ws.table("memberships")
-        target = mem.schema()
-        parts = []
-        for seg in segs:
-            new = member_sets[seg.name]
-            old = mem.filter(mem.segment == seg.name)
-            open_ = old.filter(old.exited_at.isnull())
-            history = old.filter(old.exited_at.notnull()).mutate(_change=ibis.literal("hist"))
-            stay = open_.semi_join(new, open_.customer_id == new.customer_id).mutate(
-                _change=ibis.literal("stay")
-            )
-            leave = open_.anti_join(new, open_.customer_id == new.customer_id)
-            leave = leave.mutate(
-                exited_at=ibis.literal(label, type="timestamp"),
-                _change=ibis.ifelse(
-                    leave.entered_at >= ibis.literal(label, type="timestamp"), "drop", "leave"
-                ),
-            )
-            enter = new.anti_join(open_, new.customer_id == open_.customer_id).select(
-                segment=ibis.literal(seg.name, type="string"),
-                customer_id=new.customer_id,
-                entered_at=ibis.literal(label, type="timestamp"),
-                exited_at=ibis.null("timestamp"),
-                _change=ibis.literal("enter"),
-            )
-            for part in (history, stay, leave, enter):
-                typed = {c: part[c].cast(target[c]) for c in MEMBERSHIPS.names}
-                parts.append(part.select(**typed, _change=part._change))
-        combined = ibis.union(*parts, distinct=False)
-        computed_at = _now(ws)
-        temp = f"_kequn_memberships_{uuid.uuid4().hex[:12]}"
-        with ws.store.transaction():
-            staged = con.create_table(temp, obj=combined, temp=True)
-            try:
-                # entries and exits are read off the new intervals, so a re-run at the same
-                # as_of reports the net change of that as_of, not the change since the first run
-                kept = staged.filter(staged._change != "drop")
-                at = ibis.literal(label, type="timestamp")
-                counts = (
-                    kept.group_by("segment")
-                    .aggregate(
-                        size=kept.exited_at.isnull().sum(),
-                        entered=(kept.entered_at == at).sum(),
-                        exited=(kept.exited_at == at).fill_null(False).sum(),
-                    )
-                    .to_pyarrow()
-                    .to_pylist()
+
+def _record(
+    ws: Workspace,
+    segs: Sequence[Segment],
+    member_sets: ir.Table,
+    label: datetime,
+    source: str,
+) -> ApplyReport:
+    """Write the definitions, runs and membership intervals of one apply, in one transaction.
+
+    ``member_sets`` holds the (segment, customer_id) pairs of this evaluation.
+    """
+    con = ws.con
+    names = [s.name for s in segs]
+    mem = ws.table("memberships")
+    target = mem.schema()
+    # one pass over all the segments: (segment, customer) pairs now vs the open intervals
+    new = member_sets.select(
+        segment=member_sets.segment.cast("string"), customer_id=member_sets.customer_id
+    )
+    old = mem.filter(mem.segment.isin(names))
+    open_ = old.filter(old.exited_at.isnull())
+    same = [open_.segment == new.segment, open_.customer_id == new.customer_id]
+    history = old.filter(old.exited_at.notnull()).mutate(_change=ibis.literal("hist"))
+    stay = open_.semi_join(new, same).mutate(_change=ibis.literal("stay"))
+    leave = open_.anti_join(new, same)
+    leave = leave.mutate(
+        exited_at=ibis.literal(label, type="timestamp"),
+        _change=ibis.ifelse(
+            leave.entered_at >= ibis.literal(label, type="timestamp"), "drop", "leave"
+        ),
+    )
+    enter = new.anti_join(
+        open_, [new.segment == open_.segment, new.customer_id == open_.customer_id]
+    )
+    enter = enter.select(
+        segment=enter.segment,
+        customer_id=enter.customer_id,
+        entered_at=ibis.literal(label, type="timestamp"),
+        exited_at=ibis.null("timestamp"),
+        _change=ibis.literal("enter"),
+    )
+    parts = []
+    for part in (history, stay, leave, enter):
+        typed = {c: part[c].cast(target[c]) for c in MEMBERSHIPS.names}
+        parts.append(part.select(**typed, _change=part._change))
+    combined = ibis.union(*parts, distinct=False)
+    computed_at = _now(ws)
+    temp = f"_kequn_memberships_{uuid.uuid4().hex[:12]}"
+    with ws.store.transaction():
+        staged = con.create_table(temp, obj=combined, temp=True)
+        try:
+            # entries and exits are read off the new intervals, so a re-run at the same
+            # as_of reports the net change of that as_of, not the change since the first run
+            kept = staged.filter(staged._change != "drop")
+            at = ibis.literal(label, type="timestamp")
+            counts = (
+                kept.group_by("segment")
+                .aggregate(
+                    size=kept.exited_at.isnull().sum(),
+                    entered=(kept.entered_at == at).sum(),
+                    exited=(kept.exited_at == at).fill_null(False).sum(),
                 )
-                _delete(con, "memberships", "segment", names)
-                con.insert(
-                    "memberships",
-                    staged.filter(staged._change != "drop").select(*MEMBERSHIPS.names),
-                )
-            finally:
-                con.drop_table(temp, force=True)
-            tally = {r["segment"]: r for r in counts}
-            result = tuple(
-                SegmentRun(
-                    segment=s.name,
-                    as_of=label,
-                    size=int(tally.get(s.name, {}).get("size") or 0),
-                    entered=int(tally.get(s.name, {}).get("entered") or 0),
-                    exited=int(tally.get(s.name, {}).get("exited") or 0),
-                )
-                for s in segs
+                .to_pyarrow()
+                .to_pylist()
             )
-            run_rows = ibis.memtable(
+            _delete(con, "memberships", "segment", names)
+            con.insert(
+                "memberships",
+                staged.filter(staged._change != "drop").select(*MEMBERSHIPS.names),
+            )
+        finally:
+            con.drop_table(temp, force=True)
+        tally = {r["segment"]: r for r in counts}
+        result = tuple(
+            SegmentRun(
+                segment=s.name,
+                as_of=label,
+                size=int(tally.get(s.name, {}).get("size") or 0),
+                entered=int(tally.get(s.name, {}).get("entered") or 0),
+                exited=int(tally.get(s.name, {}).get("exited") or 0),
+            )
+            for s in segs
+        )
+        run_rows = ibis.memtable(
+            [
+                {
+                    "segment": r.segment,
+                    "as_of": r.as_of,
+                    "size": r.size,
+                    "entered": r.entered,
+                    "exited": r.exited,
+                    "computed_at": computed_at,
+                }
+                for r in result
+            ],
+            schema=SEGMENT_RUNS,
+        )
+        # a re-run at the same as_of replaces that run
+        _delete(con, "segment_runs", "segment", names, at=label)
+        con.insert("segment_runs", run_rows)
+        _delete(con, "segments", "name", names)
+        con.insert(
+            "segments",
+            ibis.memtable(
                 [
                     {
-                        "segment": r.segment,
-                        "as_of": r.as_of,
-                        "size": r.size,
-                        "entered": r.entered,
-                        "exited": r.exited,
-                        "computed_at": computed_at,
+                        "name": s.name,
+                        "label_zh": s.label_zh,
+                        "label_en": s.label_en,
+                        "description": s.description,
+                        "owner": s.owner,
+                        "tags": json.dumps(list(s.tags), ensure_ascii=False),
+                        "rule": s.rule,
+                        "source": source,
+                        "updated_at": computed_at,
                     }
-                    for r in result
+                    for s in segs
                 ],
-                schema=SEGMENT_RUNS,
-            )
-            # a re-run at the same as_of replaces that run
-            _delete(con, "segment_runs", "segment", names, at=label)
-            con.insert("segment_runs", run_rows)
-            _delete(con, "segments", "name", names)
-            con.insert(
-                "segments",
-                ibis.memtable(
-                    [
-                        {
-                            "name": s.name,
-                            "label_zh": s.label_zh,
-                            "label_en": s.label_en,
-                            "description": s.description,
-                            "owner": s.owner,
-                            "tags": json.dumps(list(s.tags), ensure_ascii=False),
-                            "rule": s.rule,
-                            "source": source,
-                            "updated_at": computed_at,
-                        }
-                        for s in segs
-                    ],
-                    schema=SEGMENTS,
-                ),
-            )
-        return ApplyReport(label, result)
+                schema=SEGMENTS,
+            ),
+        )
+    return ApplyReport(label, result)
 
 
 # --- reading what apply stored -------------------------------------------------------------------
@@ -541,6 +588,88 @@ def overlap(workspace: WorkspaceLike, names: Sequence[str] | None = None) -> lis
                     }
                 )
         return out
+
+
+def _members_at(m: ir.Table, at: datetime) -> ir.Table:
+    """(segment, customer_id) of the intervals that hold at instant ``at``."""
+    stamp = ibis.literal(at, type="timestamp")
+    return m.filter(m.entered_at <= stamp, m.exited_at.isnull() | (m.exited_at > stamp)).select(
+        "segment", "customer_id"
+    )
+
+
+def migration(
+    workspace: WorkspaceLike,
+    start: object,
+    end: object,
+    names: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """How customers moved between segments from one evaluation time to another.
+
+    Membership at an instant is read off the stored intervals (the state left by the latest
+    :func:`apply` at or before it; a day is that day at 00:00, as apply records it). ``moves``
+    holds one row per (from, to) pair with customers in both: ``from`` is a segment at
+    ``start`` or None (in none of the chosen segments), ``to`` a segment at ``end`` or None.
+    Segments may overlap, so a customer in two segments counts in each of their rows; a
+    pair with from == to counts those who stayed.
+    """
+    with opened(workspace) as ws:
+        known = stored_names(ws)
+        chosen = list(dict.fromkeys(names)) if names else known
+        for name in chosen:
+            _require(ws, name)
+        t0 = resolve_as_of(start, ws.config.timezone).label
+        t1 = resolve_as_of(end, ws.config.timezone).label
+        if t1 < t0:
+            raise InputError(f"--to {t1} is before --from {t0}; put the earlier time first")
+        m = ws.table("memberships")
+        m = m.filter(m.segment.isin(chosen)) if chosen else m.filter(ibis.literal(False))
+        before = _members_at(m, t0).rename(a="segment", ca="customer_id")
+        after = _members_at(m, t1).rename(b="segment", cb="customer_id")
+        pairs = (
+            before.join(after, before.ca == after.cb)
+            .group_by(["a", "b"])
+            .aggregate(n=ibis._.count())
+        )
+        gone = (
+            before.anti_join(after, before.ca == after.cb)
+            .group_by("a")
+            .aggregate(n=ibis._.count())
+            .mutate(b=ibis.null("string"))
+        )
+        new = (
+            after.anti_join(before, after.cb == before.ca)
+            .group_by("b")
+            .aggregate(n=ibis._.count())
+            .mutate(a=ibis.null("string"))
+        )
+        cols = ("a", "b", "n")
+        rows = ibis.union(
+            pairs.select(*cols), gone.select(*cols), new.select(*cols), distinct=False
+        )
+        moves = rows.to_pyarrow().to_pylist()
+        order = {name: i for i, name in enumerate(chosen)}
+        moves.sort(key=lambda r: (order.get(r["a"], len(order)), order.get(r["b"], len(order))))
+        size_rows = _sizes(before, "a", after, "b")
+        return {
+            "from": t0,
+            "to": t1,
+            "segments": chosen,
+            "moves": [{"from": r["a"], "to": r["b"], "customers": int(r["n"])} for r in moves],
+            "sizes": {
+                n: {"from": size_rows[0].get(n, 0), "to": size_rows[1].get(n, 0)} for n in chosen
+            },
+        }
+
+
+def _sizes(
+    before: ir.Table, a: str, after: ir.Table, b: str
+) -> tuple[dict[str, int], dict[str, int]]:
+    out = []
+    for table, col in ((before, a), (after, b)):
+        rows = table.group_by(col).aggregate(n=ibis._.count()).to_pyarrow().to_pylist()
+        out.append({r[col]: int(r["n"]) for r in rows})
+    return out[0], out[1]
 
 
 def show(workspace: WorkspaceLike, name: str, *, sample: int = 10) -> dict[str, Any]:

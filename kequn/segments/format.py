@@ -25,6 +25,7 @@ from kequn.segments.nodes import (
     Not,
     Or,
     TextMatch,
+    Then,
     WindowBetween,
 )
 
@@ -66,9 +67,16 @@ def format_rule(node: Node) -> str:
         inner = node.source + ("." + node.field.dotted if node.field else "")
         if node.where is not None:
             inner += " where " + format_rule(node.where)
+        if node.then is not None:
+            inner += " " + format_rule(node.then)
         if not isinstance(node.window, Ever):
             inner += ", " + format_rule(node.window)
         return f"{node.func}({inner})"
+    if isinstance(node, Then):
+        step = ("then no " if node.negated else "then ") + node.source
+        if node.where is not None:
+            step += " where " + format_rule(node.where)
+        return f"{step} within {node.n} {node.unit}{'s' if node.n != 1 else ''}"
     if isinstance(node, Last):
         return f"last {node.n} {node.unit}{'s' if node.n != 1 else ''}"
     if isinstance(node, WindowBetween):

@@ -31,6 +31,7 @@ __all__ = [
     "Or",
     "Rule",
     "TextMatch",
+    "Then",
     "Value",
     "Window",
     "WindowBetween",
@@ -98,14 +99,34 @@ class Ever(Window):
 
 
 @dataclass(frozen=True)
+class Then(Node):
+    """The second step of a sequence: ``then [no] source [where rule] within N unit``.
+
+    ``count(A then B within 1 day, window)`` counts the rows of A in the window followed by
+    a row of B of the same customer at most ``n`` ``unit`` later; with ``negated`` (``then
+    no B``), the rows of A whose whole follow-up period has passed by as_of without any B.
+    """
+
+    source: str  # orders, returns, all_orders, events
+    where: Rule | None
+    n: int
+    unit: str  # minute, hour, day, week
+    negated: bool = False
+
+
+@dataclass(frozen=True)
 class Aggregate(Node):
-    """``func(source[.field] [where rule], window)`` over one customer's orders or events."""
+    """``func(source[.field] [where rule] [then ...], window)`` over a customer's rows.
+
+    ``then`` (only with ``count``) makes it a sequence: see :class:`Then`.
+    """
 
     func: str  # one of AGGREGATES
     source: str  # orders, returns, all_orders, events
     field: Field | None
     where: Rule | None
     window: Window
+    then: Then | None = None
 
 
 Value = Field | Aggregate

@@ -11,8 +11,14 @@ Grammar (keywords are case-insensitive; Chinese aliases in ``docs/segments.md``)
                         | [NOT] STARTS WITH literal | [NOT] ENDS WITH literal
                         | IS [NOT] NULL )
     value      := name ( '.' name )* | function '(' source [ '.' name ( '.' name )* ]
-                                         [ WHERE rule ] [ ',' window ] ')'
+                                         [ WHERE rule ]
+                                         [ THEN [NO] source [ WHERE rule ] within ]
+                                         [ ',' window ] ')'
+    within     := WITHIN number gap_unit | number gap_unit [内]   (gap_unit: minutes … weeks)
     window     := LAST number unit | BETWEEN string AND string | EVER
+
+A ``then`` step makes the aggregate a sequence (only ``count``): ``count(events where type =
+'add_to_cart' then no orders within 1 day, last 30 days)``.
 
 The parser only builds the tree; names, types and segment references are checked by
 :mod:`kequn.segments.check` against a workspace's tables.
@@ -41,6 +47,7 @@ from kequn.segments.nodes import (
     Or,
     Rule,
     TextMatch,
+    Then,
     Value,
     Window,
     WindowBetween,
@@ -67,10 +74,15 @@ FALSE = ("false", "假")
 WHERE = ("where", "其中", "满足")
 LAST = ("last", "最近", "过去")
 EVER = ("ever", "全部", "历史", "全部时间")
+THEN = ("then", "然后", "之后", "随后")
+NO = ("no", "没有", "无", "未")
+WITHIN = ("within", "在")
+WITHIN_END = ("内", "以内", "之内")
 
 KEYWORDS = frozenset(
     (*AND, *OR, *NOT, *IN, *NOT_IN, *BETWEEN, *CONTAINS, *NOT_CONTAINS, *STARTS, *ENDS)
     + (*IS_NULL, *IS_NOT_NULL, *TRUE, *FALSE, *WHERE, "is", "null", "属于分群", "不属于分群")
+    + (*THEN, "within")
 )
 
 FUNCTIONS = {
@@ -123,7 +135,25 @@ UNITS = {
     "years": "year",
     "年": "year",
 }
+# the gap of a sequence step (``within 2 hours``): fixed lengths only
+GAP_UNITS = {
+    "minute": "minute",
+    "minutes": "minute",
+    "分钟": "minute",
+    "hour": "hour",
+    "hours": "hour",
+    "小时": "hour",
+    "day": "day",
+    "days": "day",
+    "天": "day",
+    "日": "day",
+    "week": "week",
+    "weeks": "week",
+    "周": "week",
+    "星期": "week",
+}
 _CMP = ("=", "!=", "<", "<=", ">", ">=")
+_SEQUENCE_EXAMPLE = "count(events where type = 'add_to_cart' then orders within 1 day) > 0"
 
 
 def parse_rule(text: str) -> Rule:
@@ -182,6 +212,8 @@ class _Parser:
         tok = self.tok
         if tok.kind == "op" and tok.value == ")":
             raise self.error("unbalanced parentheses: this ')' closes nothing", "unmatched_paren")
+        if tok.is_word(*THEN):
+            raise self.stray_then()
         if tok.kind != "end":
             raise self.error(
                 f"expected 'and', 'or' or the end of the rule, found {tok.text!r}",
@@ -230,6 +262,8 @@ class _Parser:
                     raise self.error(
                         "unbalanced parentheses: this '(' is never closed", "unbalanced_paren", tok
                     )
+                if self.tok.is_word(*THEN):
+                    raise self.stray_then()
                 raise self.error(
                     f"expected ')' or 'and'/'or', found {self._found()}", "unexpected_token"
                 )
@@ -248,6 +282,13 @@ class _Parser:
         if tok.kind == "end":
             raise self.error("the rule ends too early: a condition is missing", "incomplete_rule")
         return self.condition()
+
+    def stray_then(self) -> RuleError:
+        return self.error(
+            f"{self.tok.text!r} joins the two steps of a sequence inside count(...), e.g. "
+            + _SEQUENCE_EXAMPLE,
+            "bad_sequence",
+        )
 
     def _segment_name(self, start: int) -> InSegment:
         tok = self.tok
@@ -382,11 +423,22 @@ class _Parser:
         if self.tok.is_word(*WHERE):
             self.advance()
             where = self.rule()
+        then = None
+        if self.tok.is_word(*THEN):
+            then = self.then_step()
         window: Window = Ever()
         if self.tok.kind == "op" and self.tok.value == ",":
             self.advance()
             window = self.window()
         if not (self.tok.kind == "op" and self.tok.value == ")"):
+            if self.tok.is_word(*THEN) and then is not None:
+                raise self.two_steps()
+            if self.tok.is_word(*THEN):
+                raise self.error(
+                    f"{self.tok.text!r} must come before the window: count(A then B within "
+                    "1 day, last 30 days)",
+                    "bad_sequence",
+                )
             if self.tok.kind == "end":
                 raise self.error(
                     f"unbalanced parentheses: the '(' of {func_tok.text}( is never closed",
@@ -399,7 +451,92 @@ class _Parser:
                 "unexpected_token",
             )
         self.advance()
-        return Aggregate(func, source, field, where, window, span=self.span(func_tok.start))
+        return Aggregate(func, source, field, where, window, then, span=self.span(func_tok.start))
+
+    def then_step(self) -> Then:
+        """``then [no] source [where rule] within N unit`` (the ``then`` is the current token)."""
+        then_tok = self.advance()
+        start = then_tok.start
+        negated = False
+        if self.tok.is_word(*NO):
+            self.advance()
+            negated = True
+        src_tok = self.tok
+        source = SOURCES.get(src_tok.text.lower()) if src_tok.kind == "ident" else None
+        if source is None:
+            if src_tok.kind == "ident" and src_tok.text.lower() not in KEYWORDS:
+                raise self.error(
+                    f"unknown table {src_tok.text!r} after {then_tok.text!r}; use orders, "
+                    "returns, all_orders or events" + closest(src_tok.text.lower(), SOURCES),
+                    "unknown_source",
+                )
+            raise self.error(
+                f"expected what follows after {then_tok.text!r}: [no] orders, returns, "
+                f"all_orders or events, found {self._found()}",
+                "bad_sequence",
+            )
+        self.advance()
+        if self.tok.kind == "op" and self.tok.value == ".":
+            raise self.error(
+                f"the step after {then_tok.text!r} is a table, not a field; filter it with "
+                f"where, e.g. then {src_tok.text} where amount > 100 within 1 day",
+                "bad_sequence",
+            )
+        where = None
+        if self.tok.is_word(*WHERE):
+            self.advance()
+            where = self.rule()
+        if self.tok.is_word(*THEN):
+            raise self.two_steps()
+        n, unit = self.within(then_tok)
+        return Then(source, where, n, unit, negated, span=self.span(start))
+
+    def two_steps(self) -> RuleError:
+        return self.error(
+            "a sequence has two steps; combine more with 'and', e.g. count(A then B within "
+            "1 day) > 0 and count(B then C within 1 day) > 0",
+            "bad_sequence",
+        )
+
+    def within(self, then_tok: Token) -> tuple[int, str]:
+        if self.tok.is_word(*WITHIN):
+            self.advance()
+        elif self.tok.kind != "number":
+            raise self.error(
+                f"a sequence needs a time limit: add 'within N days' (or minutes, hours, "
+                f"weeks) after the step that follows {then_tok.text!r}, e.g. "
+                f"{_SEQUENCE_EXAMPLE}; found {self._found()}",
+                "bad_sequence",
+            )
+        num = self.tok
+        if num.kind != "number" or not isinstance(num.value, int) or num.value <= 0:
+            raise self.error(
+                f"expected a whole number of at least 1 after 'within' (e.g. within 1 day), "
+                f"found {self._found()}",
+                "bad_sequence",
+            )
+        self.advance()
+        unit_tok = self.tok
+        word = unit_tok.text.lower() if unit_tok.kind == "ident" else ""
+        for suffix in WITHIN_END:  # 1 天内, 2 小时以内
+            if word.endswith(suffix) and word[: -len(suffix)] in GAP_UNITS:
+                word = word[: -len(suffix)]
+                break
+        unit = GAP_UNITS.get(word)
+        if unit is None:
+            hint = ""
+            if word in UNITS:
+                hint = "; months and years vary in length, write days or weeks"
+            raise self.error(
+                f"unknown time unit {unit_tok.text or 'at the end'!r} in 'within'; use "
+                "minutes, hours, days or weeks" + (hint or closest(word, GAP_UNITS)),
+                "bad_sequence",
+                unit_tok,
+            )
+        self.advance()
+        if self.tok.is_word(*WITHIN_END):
+            self.advance()
+        return int(num.value), unit
 
     def window(self) -> Window:
         tok = self.tok
