@@ -44,7 +44,7 @@ def import_cmd(
     workspace: WorkspaceOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Import customers, orders or events; print what was read, kept and rejected (导入)."""
+    """Import customers, orders, events or an identity map; report what was rejected (导入)."""
     from kequn.ingest import KINDS, import_files, parse_map_options
     from kequn.workspace import open_workspace
 
