@@ -58,6 +58,8 @@ def main(out: str = "demo-output") -> None:
         str(ws),
     )
 
+    run("lifecycle", "--as-of", "2025-09-30", "-w", str(ws))
+    run("lifecycle", "--as-of", "2025-12-31", "-w", str(ws))
     run("churn", "train", "-w", str(ws))
     run("churn", "predict", "--as-of", "2025-12-31", "-w", str(ws))
 

@@ -239,6 +239,18 @@ CLUSTER_RUNS = ibis.schema(
     }
 )
 
+# Lifecycle stages per customer at an as_of (kequn/insight/lifecycle.py); a day as_of is
+# recorded as its 00:00; one run per as_of.
+LIFECYCLE_STAGES = ibis.schema(
+    {
+        "customer_id": "string",
+        "as_of": "timestamp",
+        "status_stage": "string",
+        "funnel_stage": "string",
+        "computed_at": "timestamp",
+    }
+)
+
 TABLES: dict[str, ibis.Schema] = {
     "customers": CUSTOMERS,
     "orders": ORDERS,
@@ -255,6 +267,7 @@ TABLES: dict[str, ibis.Schema] = {
     "churn_scores": CHURN_SCORES,
     "clusters": CLUSTERS,
     "cluster_runs": CLUSTER_RUNS,
+    "lifecycle_stages": LIFECYCLE_STAGES,
 }
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from kequn.cli import admin, churn, cluster, clv, data, persona, rfm, segment
+from kequn.cli import admin, churn, cluster, clv, data, lifecycle, persona, rfm, segment
 
 app = typer.Typer(
     name="kequn",
@@ -24,7 +24,7 @@ def _root() -> None:
     """kequn (客群): customer segmentation engine — import, RFM, CLV, segments."""
 
 
-for module in (admin, data, rfm, clv, churn, segment, cluster, persona):
+for module in (admin, data, rfm, clv, churn, segment, cluster, persona, lifecycle):
     module.register(app)
 
 

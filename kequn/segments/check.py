@@ -60,8 +60,14 @@ PREDICTED = {
     "expected_purchases": ("clv_scores", "number"),
     "expected_value": ("clv_scores", "number"),
     "churn_risk": ("churn_scores", "number"),
+    "status_stage": ("lifecycle_stages", "text"),
+    "funnel_stage": ("lifecycle_stages", "text"),
 }
-PREDICTED_BY = {"clv_scores": "kequn clv predict", "churn_scores": "kequn churn predict"}
+PREDICTED_BY = {
+    "clv_scores": "kequn clv predict",
+    "churn_scores": "kequn churn predict",
+    "lifecycle_stages": "kequn lifecycle",
+}
 # the JSON text columns whose keys a rule may name with dots
 JSON_COLUMNS = {"customers": ("attributes",), "orders": (), "events": ("properties",)}
 SOURCE_TABLE = {"orders": "orders", "returns": "orders", "all_orders": "orders", "events": "events"}

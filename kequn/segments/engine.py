@@ -65,7 +65,8 @@ RuleLike = str | Node | Segment
 # --- compiling rules against a workspace --------------------------------------------------------
 
 
-SCORE_TABLES = ("rfm_scores", "clv_scores", "churn_scores")
+SCORE_TABLES = ("rfm_scores", "clv_scores", "churn_scores", "lifecycle_stages")
+PREDICTION_TABLES = ("clv_scores", "churn_scores", "lifecycle_stages")
 
 
 def _tables(workspace: Workspace) -> dict[str, ir.Table]:
@@ -87,7 +88,7 @@ def catalog_for(workspace: Workspace, tables: dict[str, ir.Table] | None = None)
     return Catalog.from_schemas(
         schemas,
         rfm="rfm_scores" in tables,
-        predictions=frozenset(t for t in ("clv_scores", "churn_scores") if t in tables),
+        predictions=frozenset(t for t in PREDICTION_TABLES if t in tables),
     )
 
 
