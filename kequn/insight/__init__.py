@@ -3,7 +3,7 @@
 * :mod:`~kequn.insight.features` — per-customer features in SQL, each the value of a
   segment-language expression;
 * :mod:`~kequn.insight.clustering` — :class:`CustomerKMeans` (log + standardise, k by
-  silhouette on a sample, MiniBatch above 200k rows);
+  silhouette on a sample, MiniBatch above 2M rows);
 * :mod:`~kequn.insight.explain` — a shallow tree per cluster → a rule, its precision and
   recall measured by the segment engine; :func:`save_cluster` stores it as a segment;
 * :mod:`~kequn.insight.runs` — the workspace workflow and the ``clusters`` /

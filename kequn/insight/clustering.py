@@ -56,7 +56,7 @@ class CustomerKMeans:
         log: np.ndarray | str = "auto",
         sample_size: int = 20_000,
         silhouette_size: int = 4_000,
-        minibatch_threshold: int = 200_000,
+        minibatch_threshold: int = 2_000_000,
         n_init: int = 3,
         random_state: int = 0,
     ) -> None:

@@ -162,7 +162,8 @@ def cluster(
 def _store(ws: Workspace, run: ClusterRun) -> None:
     con = ws.con
     ensure_tables(con)
-    computed_at = resolve_as_of(None, ws.config.timezone).end.replace(microsecond=0)
+    # full precision: "the latest run" must be well defined for runs within one second
+    computed_at = resolve_as_of(None, ws.config.timezone).end
     assignments = pa.table(
         {
             "customer_id": pa.array(run.customer_ids, pa.string()),
