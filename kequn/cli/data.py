@@ -146,7 +146,10 @@ class _progress:
         task = self.bar.add_task("reading", total=None)
 
         def tick(done: int, total: int) -> None:
-            self.bar.update(task, completed=done, total=total)
+            if done >= total:  # read; cleaning, merging and writing follow
+                self.bar.update(task, description="cleaning and writing", total=None)
+            else:
+                self.bar.update(task, completed=done, total=total)
 
         return tick
 
