@@ -33,6 +33,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/import_orders.py
 	$(BIN)/python bench/rfm.py
 	$(BIN)/python bench/clv.py
+	$(BIN)/python bench/cluster.py
+	$(BIN)/python bench/segments.py --scale 0.1
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache
