@@ -346,15 +346,23 @@ class Store:
             keep = [c for c in data.column_names if data[c].null_count < data.num_rows]
             self.con.insert(name, data.select(keep))
 
-    def delete(self, name: str, **equals: object) -> None:
-        """``DELETE FROM name WHERE col = value AND ...``, built as a syntax tree."""
+    def delete(self, table: str, /, **equals: object) -> None:
+        """``DELETE FROM table WHERE col = value AND col2 IN (...)``, built as a syntax tree.
+
+        A list or tuple value matches any of its items; dates and datetimes become typed
+        literals, so the comparison is exact on every backend.
+        """
         import sqlglot as sg
 
         where = None
         for column, value in equals.items():
-            cond = sg.column(column, quoted=True).eq(sg.exp.convert(value))
+            col = sg.column(column, quoted=True)
+            if isinstance(value, list | tuple):
+                cond = col.isin(*[sg.exp.convert(v) for v in value])
+            else:
+                cond = col.eq(sg.exp.convert(value))
             where = cond if where is None else sg.and_(where, cond)
-        self.con.raw_sql(sg.delete(sg.table(name, quoted=True), where=where).sql(self.con.dialect))
+        self.con.raw_sql(sg.delete(sg.table(table, quoted=True), where=where).sql(self.con.dialect))
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

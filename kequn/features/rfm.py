@@ -39,8 +39,6 @@ import ibis
 import ibis.expr.types as ir
 import pandas as pd
 import pyarrow.compute as pc
-import sqlglot as sg
-import sqlglot.expressions as sge
 
 from kequn.asof import resolve_as_of
 from kequn.config import zone_info
@@ -356,24 +354,8 @@ def with_labels(table: ir.Table, scheme: str) -> ir.Table:
 # --- storage ----------------------------------------------------------------------------------
 
 
-def _ensure_scores_table(con: ibis.BaseBackend) -> None:
-    if SCORES_TABLE not in con.list_tables():
-        con.create_table(SCORES_TABLE, schema=RFM_SCORES)
-
-
-def _run_filter(as_of: date, scheme: str) -> sge.Expression:
-    """``as_of = DATE 'YYYY-MM-DD' AND scheme = '...'`` built as a syntax tree, not a string."""
-    return sg.and_(
-        sg.column("as_of", quoted=True).eq(
-            sge.Cast(this=sge.convert(as_of.isoformat()), to=sge.DataType.build("date"))
-        ),
-        sg.column("scheme", quoted=True).eq(sge.convert(scheme)),
-    )
-
-
 def _save(ws: Workspace, s: RfmSettings) -> RfmRun:
     con = ws.con
-    _ensure_scores_table(con)
     computed_at = datetime.now(zone_info(ws.config.timezone)).replace(tzinfo=None, microsecond=0)
     rows = scores_expr(ws.table("orders"), s).mutate(
         as_of=ibis.literal(s.as_of, type="date"),
@@ -384,9 +366,8 @@ def _save(ws: Workspace, s: RfmSettings) -> RfmRun:
         computed_at=ibis.literal(computed_at, type="timestamp"),
     )
     rows = rows.select(*RFM_SCORES.names)
-    delete = sg.delete(sg.table(SCORES_TABLE, quoted=True), where=_run_filter(s.as_of, s.scheme))
     with ws.store.transaction():
-        con.raw_sql(delete.sql(con.dialect))
+        ws.store.delete(SCORES_TABLE, as_of=s.as_of, scheme=s.scheme)
         con.insert(SCORES_TABLE, rows)
     customers = _stored(con, s.as_of, s.scheme).count().to_pyarrow().as_py()
     return RfmRun(s.as_of, s.scheme, s.bins, s.method, s.net_returns, customers)
@@ -527,7 +508,6 @@ def stored_rfm(workspace: Workspace, as_of: date | str, scheme: str) -> ir.Table
     day, _ = parse_as_of(as_of, workspace.config.timezone)
     if scheme not in SCHEMES:
         raise InputError(f"scheme = {scheme!r}: use one of {', '.join(SCHEMES)}")
-    _ensure_scores_table(workspace.con)
     return with_labels(_stored(workspace.con, day, scheme), scheme)
 
 
@@ -610,7 +590,6 @@ def rfm_migration(
             net_returns=net_returns,
             method=method,
         )
-        _ensure_scores_table(ws.con)
         for day in days:
             if _stored(ws.con, day, base.scheme).count().to_pyarrow().as_py() == 0:
                 _save(ws, dataclasses.replace(base, as_of=day, cutoff=None))

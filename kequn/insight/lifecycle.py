@@ -62,7 +62,6 @@ __all__ = [
     "STATUS_STAGES",
     "LifecycleRules",
     "LifecycleSummary",
-    "ensure_table",
     "lifecycle",
     "lifecycle_rules",
     "lifecycle_summary",
@@ -231,17 +230,10 @@ def lifecycle(
     return lifecycle_table(ws, as_of, rules).order_by("customer_id").to_pandas()
 
 
-def ensure_table(ws: Workspace) -> None:
-    """Create ``lifecycle_stages`` when it does not exist yet."""
-    if TABLE not in ws.con.list_tables():
-        ws.con.create_table(TABLE, schema=LIFECYCLE_STAGES)
-
-
 def save_lifecycle(ws: Workspace, as_of: object = None, rules: LifecycleRules | None = None) -> int:
     """Store the stages at ``as_of`` in ``lifecycle_stages`` (replacing a run at the same
     ``as_of``); returns the number of customers stored. A day is recorded as its 00:00."""
     moment = resolve_as_of(as_of, ws.config.timezone)
-    ensure_table(ws)
     computed_at = resolve_as_of(None, ws.config.timezone).end.replace(microsecond=0)
     t = lifecycle_table(ws, moment, rules)
     rows = t.select(
@@ -260,7 +252,6 @@ def save_lifecycle(ws: Workspace, as_of: object = None, rules: LifecycleRules | 
 
 def stored_runs(ws: Workspace) -> list[datetime]:
     """The ``as_of`` of every stored run, oldest first."""
-    ensure_table(ws)
     t = ws.table(TABLE)
     return list(t.select("as_of").distinct().order_by("as_of").as_of.to_pyarrow().to_pylist())
 
@@ -355,7 +346,6 @@ def lifecycle_summary(
     current = lifecycle_table(ws, moment, rules)
     status = _counts(current, "status_stage", STATUS_STAGES)
     funnel = _counts(current, "funnel_stage", FUNNEL_STAGES)
-    ensure_table(ws)
     stored = ws.table(TABLE)
     if previous is None:
         earlier = stored.filter(stored.as_of < moment.label).as_of.max().execute()

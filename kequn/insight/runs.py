@@ -24,7 +24,7 @@ from kequn.errors import InputError
 from kequn.insight.clustering import CustomerKMeans
 from kequn.insight.explain import ClusterRule, explain_clusters
 from kequn.insight.features import Feature, feature_matrix, parse_groups
-from kequn.insight.tables import CLUSTERS, StoredRun, ensure_tables, load_run
+from kequn.insight.tables import CLUSTERS, StoredRun, load_run
 from kequn.segments.timing import resolve_as_of
 from kequn.workspace import Workspace
 
@@ -161,7 +161,6 @@ def cluster(
 
 def _store(ws: Workspace, run: ClusterRun) -> None:
     con = ws.con
-    ensure_tables(con)
     # full precision: "the latest run" must be well defined for runs within one second
     computed_at = resolve_as_of(None, ws.config.timezone).end
     assignments = pa.table(

@@ -8,8 +8,7 @@
   ``cluster``, ``size``, ``revenue_share``, ``rule``, ``precision``, ``recall``,
   ``centroid``), so ``kequn cluster save`` and personas need not refit anything.
 
-They are canonical tables defined in :mod:`kequn.store` (created with the workspace);
-:func:`ensure_tables` also creates them in a store opened before they existed.
+Both are canonical tables defined in :mod:`kequn.store`, created when a workspace opens.
 """
 
 from __future__ import annotations
@@ -30,19 +29,10 @@ __all__ = [
     "CLUSTER_RUNS",
     "StoredRun",
     "as_of_value",
-    "ensure_tables",
     "load_run",
 ]
 
 TABLES = {"clusters": CLUSTERS, "cluster_runs": CLUSTER_RUNS}
-
-
-def ensure_tables(con: ibis.BaseBackend) -> None:
-    """Create ``clusters`` and ``cluster_runs`` when they do not exist yet."""
-    existing = set(con.list_tables())
-    for name, schema in TABLES.items():
-        if name not in existing:
-            con.create_table(name, schema=schema)
 
 
 @dataclass(frozen=True)
@@ -76,7 +66,6 @@ def as_of_value(label: datetime) -> date | datetime:
 
 def load_run(ws: Workspace, run_id: str | None = None) -> StoredRun:
     """A stored run by id, or the latest computed one."""
-    ensure_tables(ws.con)
     t = ws.table("cluster_runs")
     if run_id is not None:
         t = t.filter(t.run_id == run_id)

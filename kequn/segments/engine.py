@@ -26,8 +26,6 @@ from typing import Any
 
 import ibis
 import ibis.expr.types as ir
-import sqlglot as sg
-import sqlglot.expressions as sge
 
 from kequn.errors import InputError
 from kequn.segments.check import Catalog, check_rule
@@ -36,8 +34,8 @@ from kequn.segments.definitions import Segment, load_segments
 from kequn.segments.errors import RuleError, closest
 from kequn.segments.nodes import Node
 from kequn.segments.parser import parse_rule
-from kequn.segments.tables import MEMBERSHIPS, SEGMENT_RUNS, SEGMENTS, ensure_tables
 from kequn.segments.timing import AsOf, resolve_as_of
+from kequn.store import MEMBERSHIPS, SEGMENT_RUNS, SEGMENTS
 from kequn.workspace import Workspace, WorkspaceLike, opened
 
 __all__ = [
@@ -243,24 +241,6 @@ def _now(ws: Workspace) -> datetime:
     return resolve_as_of(None, ws.config.timezone).end.replace(microsecond=0)
 
 
-def _delete(
-    con: ibis.BaseBackend,
-    table: str,
-    column: str,
-    values: Sequence[str],
-    *,
-    at: datetime | None = None,
-) -> None:
-    """``DELETE FROM table WHERE column IN (...) [AND as_of = at]``, built as a syntax tree."""
-    where = sg.column(column, quoted=True).isin(*values)
-    if at is not None:
-        stamp = sge.Cast(
-            this=sge.convert(at.isoformat(sep=" ")), to=sge.DataType.build("timestamp")
-        )
-        where = sg.and_(where, sg.column("as_of", quoted=True).eq(stamp))
-    con.raw_sql(sg.delete(sg.table(table, quoted=True), where=where).sql(con.dialect))
-
-
 def apply(
     workspace: WorkspaceLike,
     definitions: str | os.PathLike | Iterable[Segment],
@@ -281,7 +261,6 @@ def apply(
         if not segs:
             raise InputError("no segments to apply")
         con = ws.con
-        ensure_tables(con)
         moment = resolve_as_of(as_of, ws.config.timezone)
         label = moment.label
         names = [s.name for s in segs]
@@ -385,7 +364,7 @@ def _record(
                 .to_pyarrow()
                 .to_pylist()
             )
-            _delete(con, "memberships", "segment", names)
+            ws.store.delete("memberships", segment=names)
             con.insert(
                 "memberships",
                 staged.filter(staged._change != "drop").select(*MEMBERSHIPS.names),
@@ -418,9 +397,9 @@ def _record(
             schema=SEGMENT_RUNS,
         )
         # a re-run at the same as_of replaces that run
-        _delete(con, "segment_runs", "segment", names, at=label)
+        ws.store.delete("segment_runs", segment=names, as_of=label)
         con.insert("segment_runs", run_rows)
-        _delete(con, "segments", "name", names)
+        ws.store.delete("segments", name=names)
         con.insert(
             "segments",
             ibis.memtable(
@@ -448,7 +427,6 @@ def _record(
 
 
 def _require(ws: Workspace, name: str) -> None:
-    ensure_tables(ws.con)
     known = stored_names(ws)
     if name not in known:
         raise InputError(
@@ -459,7 +437,6 @@ def _require(ws: Workspace, name: str) -> None:
 
 
 def stored_names(workspace: Workspace) -> list[str]:
-    ensure_tables(workspace.con)
     t = workspace.table("segments")
     return [str(n) for n in t.order_by("name").name.to_pyarrow().to_pylist()]
 
@@ -467,7 +444,6 @@ def stored_names(workspace: Workspace) -> list[str]:
 def stored_segments(workspace: WorkspaceLike) -> list[Segment]:
     """Every stored definition, by name."""
     with opened(workspace) as ws:
-        ensure_tables(ws.con)
         rows = ws.table("segments").order_by("name").to_pyarrow().to_pylist()
         return [
             Segment(
@@ -514,7 +490,6 @@ def history(workspace: WorkspaceLike, name: str) -> list[dict[str, Any]]:
 def list_segments(workspace: WorkspaceLike) -> list[dict[str, Any]]:
     """Every stored segment with its latest size and the change since the run before."""
     with opened(workspace) as ws:
-        ensure_tables(ws.con)
         runs = ws.table("segment_runs")
         ranked = runs.mutate(
             _n=ibis.row_number().over(group_by=runs.segment, order_by=ibis.desc(runs.as_of))
