@@ -53,6 +53,12 @@ def test_errors_are_also_builtins():
     assert issubclass(kequn.NotFittedError, AttributeError)
     assert issubclass(kequn.RuleError, kequn.InputError)
     assert all(issubclass(getattr(kequn, n), kequn.KequnError) for n in EXPECTED if "Err" in n)
+    # every exported exception (warnings aside) is a KequnError, whatever its name
+    exported = [getattr(kequn, n) for n in EXPECTED]
+    errors = [e for e in exported if isinstance(e, type) and issubclass(e, Exception)]
+    errors = [e for e in errors if not issubclass(e, Warning)]
+    assert {e.__name__ for e in errors} >= {"EmptySource", "SourceNotFound", "WorkspaceNotFound"}
+    assert all(issubclass(e, kequn.KequnError) for e in errors)
 
 
 def test_cli_help_does_not_import_heavy_libraries():
