@@ -251,6 +251,19 @@ LIFECYCLE_STAGES = ibis.schema(
     }
 )
 
+# One row per customer the first time an experiment assigns them (kequn/act/experiments.py);
+# the arm is a pure function of (experiment, customer), this records when and from which trigger.
+EXPERIMENT_ASSIGNMENTS = ibis.schema(
+    {
+        "experiment": "string",
+        "customer_id": "string",
+        "variant": "string",
+        "trigger": "string",
+        "segment": "string",
+        "assigned_at": "timestamp",
+    }
+)
+
 TABLES: dict[str, ibis.Schema] = {
     "customers": CUSTOMERS,
     "orders": ORDERS,
@@ -268,6 +281,7 @@ TABLES: dict[str, ibis.Schema] = {
     "clusters": CLUSTERS,
     "cluster_runs": CLUSTER_RUNS,
     "lifecycle_stages": LIFECYCLE_STAGES,
+    "experiment_assignments": EXPERIMENT_ASSIGNMENTS,
 }
 
 

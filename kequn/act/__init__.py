@@ -1,0 +1,1 @@
+"""Acting on segments: triggers, deliveries to channels, experiments with holdouts."""
