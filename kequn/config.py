@@ -51,6 +51,13 @@ net_returns = false      # true: monetary is purchases minus returns
 # recency = [30, 90, 180, 365]
 # frequency = [2, 3, 5, 8]
 # monetary = [200, 500, 1000, 3000]
+
+[health]
+# Thresholds of `kequn health` (客群健康度); see docs/health.md.
+min_segment_size = 100   # segments with fewer members are too small to act on
+jaccard_threshold = 0.8  # pairs sharing at least this share of members are near-duplicates
+max_segments = 20        # more segments than a team can give a strategy each
+staleness_days = 7       # data newer than the last evaluation by more days is stale
 """
 
 

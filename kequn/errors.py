@@ -12,7 +12,9 @@ so ``except ValueError`` keeps working for callers who do not know kequn::
     │   ├── MappingError          a column mapping that names no column / no field
     │   └── RuleError             a segment rule that does not parse or check; it points
     │                             at the bad part (line:col and a caret under the text)
-    └── NotFittedError (AttributeError)   a model used before ``fit``
+    ├── NotFittedError (AttributeError)   a model used before ``fit``
+    ├── AuthError                 no API token, or one that is unknown or revoked (401)
+    └── PermissionDenied (PermissionError)   a role that may not do this action (403)
 
 Messages quote the bad value with ``!r``, say where it was found and what is allowed.
 """
@@ -140,3 +142,17 @@ def closest(word: str, choices: Iterable[str], n: int = 3) -> str:
 
 class NotFittedError(KequnError, AttributeError):
     """A model method that needs ``fit`` was called before it."""
+
+
+class AuthError(KequnError):
+    """No API token, or one that is unknown or revoked; HTTP 401 in the server."""
+
+    exit_code = 4
+    status_code = 401
+
+
+class PermissionDenied(KequnError, PermissionError):
+    """A valid token whose role may not do the action asked; HTTP 403 in the server."""
+
+    exit_code = 4
+    status_code = 403

@@ -264,6 +264,70 @@ EXPERIMENT_ASSIGNMENTS = ibis.schema(
     }
 )
 
+# API tokens (kequn/access/tokens.py): only a SHA-256 hash of each secret and a short prefix
+# to recognise it by; ``revoked_at`` is set when the token is revoked (the row stays).
+API_TOKENS = ibis.schema(
+    {
+        "name": "string",
+        "role": "string",
+        "token_hash": "string",
+        "prefix": "string",
+        "created_at": "timestamp",
+        "created_by": "string",
+        "revoked_at": "timestamp",
+    }
+)
+
+# The append-only audit log (kequn/access/audit.py): rule changes, exports, token use.
+# ``seq`` orders entries written in the same instant; ``detail`` is JSON text.
+AUDIT_LOG = ibis.schema(
+    {
+        "seq": "int64",
+        "at": "timestamp",
+        "actor": "string",
+        "action": "string",
+        "target": "string",
+        "detail": "string",
+    }
+)
+
+# Triggers (kequn/act/triggers.py): one row per trigger; ``config`` is the whole definition
+# as JSON text (settings, cap, quiet hours, experiment). Env-var references stay unresolved.
+TRIGGERS = ibis.schema(
+    {
+        "name": "string",
+        "segment": "string",
+        "on": "string",
+        "channel": "string",
+        "config": "string",
+        "updated_at": "timestamp",
+    }
+)
+
+# The delivery outbox (kequn/act/outbox.py): one row per transition × trigger, written in the
+# transaction that records the transition; ``payload`` is the JSON body sent, ``status`` one
+# of pending, sent, dead, holdout, capped.
+DELIVERIES = ibis.schema(
+    {
+        "delivery_id": "string",
+        "idempotency_key": "string",
+        "trigger": "string",
+        "segment": "string",
+        "customer_id": "string",
+        "kind": "string",
+        "channel": "string",
+        "variant": "string",
+        "payload": "string",
+        "status": "string",
+        "attempts": "int64",
+        "next_attempt_at": "timestamp",
+        "last_error": "string",
+        "created_at": "timestamp",
+        "sent_at": "timestamp",
+        "updated_at": "timestamp",
+    }
+)
+
 TABLES: dict[str, ibis.Schema] = {
     "customers": CUSTOMERS,
     "orders": ORDERS,
@@ -282,6 +346,10 @@ TABLES: dict[str, ibis.Schema] = {
     "cluster_runs": CLUSTER_RUNS,
     "lifecycle_stages": LIFECYCLE_STAGES,
     "experiment_assignments": EXPERIMENT_ASSIGNMENTS,
+    "triggers": TRIGGERS,
+    "deliveries": DELIVERIES,
+    "api_tokens": API_TOKENS,
+    "audit_log": AUDIT_LOG,
 }
 
 
@@ -290,6 +358,7 @@ class Store:
 
     def __init__(self, con: ibis.BaseBackend) -> None:
         self.con = con
+        self._tables: dict[str, ibis.Table] = {}
         self.is_duckdb = con.name == "duckdb"
         if self.is_duckdb:
             # Progress bars from DuckDB corrupt non-interactive output; kequn draws its own.
@@ -297,12 +366,16 @@ class Store:
 
     @classmethod
     def connect(cls, backend: str, base: Path, db_path: str) -> Store:
-        """Open the backend named in the config (``duckdb`` or an Ibis URL)."""
+        """Open the backend named in the config (``duckdb``, ``spark`` or an Ibis URL)."""
         try:
             if backend == "duckdb":
                 con = ibis.duckdb.connect(str((base / db_path).resolve()))
             elif backend == "duckdb-memory":
                 con = ibis.duckdb.connect(":memory:")
+            elif backend == "spark":  # settings in [store.spark]; see docs/scale.md
+                from kequn.spark import store_backend
+
+                con = store_backend(base)
             else:
                 con = ibis.connect(backend)
         except Exception as exc:  # the driver's message is the useful part
@@ -325,7 +398,17 @@ class Store:
                 self.con.create_table(name, schema=schema)
 
     def table(self, name: str) -> ibis.Table:
-        return self.con.table(name)
+        """A table expression; canonical ones are looked up once per connection.
+
+        Looking a table up asks the database for its schema (a query); the canonical
+        schemas are fixed, and the service looks tables up thousands of times a second.
+        """
+        if name not in TABLES:
+            return self.con.table(name)
+        found = self._tables.get(name)
+        if found is None:
+            found = self._tables[name] = self.con.table(name)
+        return found
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
@@ -377,6 +460,50 @@ class Store:
                 cond = col.eq(sg.exp.convert(value))
             where = cond if where is None else sg.and_(where, cond)
         self.con.raw_sql(sg.delete(sg.table(table, quoted=True), where=where).sql(self.con.dialect))
+
+    def update(self, table: str, values: dict[str, object], /, **equals: object) -> None:
+        """``UPDATE table SET col = value, ... WHERE ...`` (matching as in :meth:`delete`).
+
+        One statement, so it is atomic on its own and safe inside or outside a transaction.
+        """
+        import sqlglot as sg
+
+        where = None
+        for column, value in equals.items():
+            col = sg.column(column, quoted=True)
+            if isinstance(value, list | tuple):
+                cond = col.isin(*[sg.exp.convert(v) for v in value])
+            else:
+                cond = col.eq(sg.exp.convert(value))
+            where = cond if where is None else sg.and_(where, cond)
+        sets = {sg.column(c, quoted=True): sg.exp.convert(v) for c, v in values.items()}
+        statement = sg.exp.update(sg.table(table, quoted=True), sets, where=where)
+        self.con.raw_sql(statement.sql(self.con.dialect))
+
+    def query_arrow(self, sql: str, params: dict[str, object] | None = None) -> pa.Table:
+        """Run SQL compiled by Ibis for DuckDB (cached by the caller) and fetch Arrow.
+
+        ``params`` fill ``$name`` placeholders: one compiled query serves many values.
+        """
+        return self.duck.execute(sql, params or {}).to_arrow_table()
+
+    def close_intervals(self, rows: pa.Table) -> None:
+        """Set ``exited_at`` on the open memberships named by ``rows``.
+
+        ``rows`` has ``segment``, ``customer_id`` and ``exited_at``; closed intervals are
+        history and are never touched.
+        """
+        if rows.num_rows == 0:
+            return
+        self.duck.register("_kequn_exits", rows)
+        try:
+            self.duck.execute(
+                "UPDATE memberships m SET exited_at = x.exited_at FROM _kequn_exits x "
+                "WHERE m.segment = x.segment AND m.customer_id = x.customer_id "
+                "AND m.exited_at IS NULL"
+            )
+        finally:
+            self.duck.unregister("_kequn_exits")
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

@@ -48,6 +48,59 @@ class Experiment:
             raise InputError(
                 f"experiment {self.name!r}: outcome {self.outcome!r}; use 'order' or 'revenue'"
             )
+        if int(self.window_days) < 1:
+            raise InputError(
+                f"experiment {self.name!r}: window_days {self.window_days!r} must be at least 1"
+            )
+
+    @classmethod
+    def from_dict(
+        cls,
+        data: Mapping[str, object],
+        *,
+        name: str | None = None,
+        trigger: str = "",
+        segment: str = "",
+    ) -> Experiment:
+        """An experiment from a trigger's ``experiment`` object (JSON/TOML).
+
+        Keys: ``name`` (default: the ``name`` argument, e.g. the trigger's name), ``arms``
+        (arm → share), ``outcome``, ``window_days``, ``variants`` (arm → message settings).
+        """
+        if not isinstance(data, Mapping):
+            raise InputError(f"experiment settings {data!r} must be a table/object")
+        known = {"name", "arms", "outcome", "window_days", "trigger", "segment", "variants"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InputError(
+                f"experiment settings: unknown keys {unknown}; allowed: {sorted(known)}"
+            )
+        exp_name = data.get("name") or name
+        if not exp_name:
+            raise InputError("experiment settings: give the experiment a `name`")
+        arms = data.get("arms")
+        if not isinstance(arms, Mapping) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in arms.values()
+        ):
+            raise InputError(
+                f"experiment {exp_name!r}: `arms` must map arm names to shares, got {arms!r}"
+            )
+        try:
+            window = int(data.get("window_days", 7))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise InputError(
+                f"experiment {exp_name!r}: window_days {data.get('window_days')!r} "
+                "is not a whole number of days"
+            ) from None
+        return cls(
+            name=str(exp_name),
+            arms={str(k): float(v) for k, v in arms.items()},  # type: ignore[arg-type]
+            outcome=str(data.get("outcome", "order")),
+            window_days=window,
+            trigger=str(data.get("trigger") or trigger),
+            segment=str(data.get("segment") or segment),
+            variants=dict(data.get("variants") or {}),  # type: ignore[arg-type]
+        )
 
 
 def _unit(experiment: str, customer_id: str) -> float:

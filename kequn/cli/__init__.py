@@ -8,7 +8,22 @@ from __future__ import annotations
 
 import typer
 
-from kequn.cli import admin, churn, cluster, clv, data, lifecycle, persona, rfm, segment
+from kequn.cli import (
+    access,
+    act,
+    admin,
+    churn,
+    cluster,
+    clv,
+    data,
+    experiment,
+    health,
+    lifecycle,
+    persona,
+    rfm,
+    segment,
+    serve,
+)
 
 app = typer.Typer(
     name="kequn",
@@ -24,7 +39,22 @@ def _root() -> None:
     """kequn (客群): customer segmentation engine — import, RFM, CLV, segments."""
 
 
-for module in (admin, data, rfm, clv, churn, segment, cluster, persona, lifecycle):
+for module in (
+    admin,
+    data,
+    rfm,
+    clv,
+    churn,
+    segment,
+    cluster,
+    persona,
+    lifecycle,
+    health,
+    serve,
+    act,
+    experiment,
+    access,
+):
     module.register(app)
 
 

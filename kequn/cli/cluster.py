@@ -17,7 +17,8 @@ from kequn.cli._common import JsonOpt, WorkspaceOpt, console, handle_errors, pri
 
 cluster_app = typer.Typer(
     name="cluster",
-    help="Clusters (聚类): K-means on customer features, each cluster explained as a rule.",
+    help="Clusters (聚类): K-means (K-prototypes with attributes) on customer features, "
+    "each cluster explained as a rule.",
     invoke_without_command=True,
 )
 
@@ -28,6 +29,13 @@ def register(app: typer.Typer) -> None:
 
 def _bar(value: float, best: float, width: int = 30) -> str:
     return "█" * max(1, round(width * max(value, 0.0) / best)) if best > 0 else ""
+
+
+def _coordinate(value: object) -> str:
+    """A centroid value: a number, or the most frequent level of a categorical feature."""
+    if isinstance(value, int | float):
+        return f"{value:,.1f}"
+    return "(missing)" if value is None else escape(str(value))
 
 
 def _print_run(run) -> None:
@@ -50,7 +58,7 @@ def _print_run(run) -> None:
     table.add_row("share", *[f"{c['share']:.1%}" for c in run.clusters])
     table.add_row("revenue share", *[f"{c['revenue_share']:.1%}" for c in run.clusters])
     for f in run.features:
-        table.add_row(escape(f.name), *[f"{c['centroid'][f.name]:,.1f}" for c in run.clusters])
+        table.add_row(escape(f.name), *[_coordinate(c["centroid"][f.name]) for c in run.clusters])
     console.print(table)
     for r in run.rules:
         console.print(
@@ -70,7 +78,8 @@ def cluster_cmd(
         typer.Option(
             "--features",
             help="Feature groups, comma-separated: rfm, clv, events (default: all; clv "
-            "only where CLV or churn scores are stored).",
+            "only where CLV or churn scores are stored), and attr:NAME for a categorical "
+            "customer attribute (attr:city, attr:会员等级), which clusters with K-prototypes.",
             show_default=False,
         ),
     ] = None,

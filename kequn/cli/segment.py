@@ -66,14 +66,19 @@ def count_cmd(
 def apply_cmd(
     file: Annotated[Path, typer.Argument(help="Segment file (.toml, or .yaml with PyYAML).")],
     as_of: AsOfOpt = None,
+    no_triggers: Annotated[
+        bool,
+        typer.Option("--no-triggers", help="Record entries and exits without sending anything."),
+    ] = False,
     workspace: WorkspaceOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Store the file's segments, evaluate them and record who entered and left (应用)."""
+    from kequn.act import enqueue_changes
     from kequn.segments import apply
 
     with _open(workspace) as ws:
-        report = apply(ws, file, as_of)
+        report = apply(ws, file, as_of, notify=None if no_triggers else enqueue_changes)
     if json_:
         print_json(report.as_dict())
         return

@@ -3,7 +3,8 @@
 * :mod:`~kequn.insight.features` — per-customer features in SQL, each the value of a
   segment-language expression;
 * :mod:`~kequn.insight.clustering` — :class:`CustomerKMeans` (log + standardise, k by
-  silhouette on a sample, MiniBatch above 2M rows);
+  silhouette on a sample, MiniBatch above 2M rows) and :class:`CustomerKPrototypes` (numbers
+  and categorical attributes, Huang's K-prototypes);
 * :mod:`~kequn.insight.explain` — a shallow tree per cluster → a rule, its precision and
   recall measured by the segment engine; :func:`save_cluster` stores it as a segment;
 * :mod:`~kequn.insight.runs` — the workspace workflow and the ``clusters`` /
@@ -16,7 +17,7 @@
 
 from __future__ import annotations
 
-from kequn.insight.clustering import CustomerKMeans
+from kequn.insight.clustering import CustomerKMeans, CustomerKPrototypes
 from kequn.insight.explain import ClusterRule, rule_for_cluster, rule_quality, save_cluster
 from kequn.insight.features import FEATURE_GROUPS, Feature, feature_matrix, feature_table
 from kequn.insight.personas import persona, persona_markdown, persona_text
@@ -30,6 +31,7 @@ __all__ = [
     "ClusterRule",
     "ClusterRun",
     "CustomerKMeans",
+    "CustomerKPrototypes",
     "Feature",
     "StoredRun",
     "cluster",

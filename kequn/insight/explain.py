@@ -7,6 +7,11 @@ expressions that define the features (:class:`kequn.insight.features.Feature`), 
 
     days_since_last_order <= 45 and count(orders, ever) > 3 and sum(orders.amount, ever) > 1200
 
+A categorical feature (``attr:city``) is given to the tree as its levels ranked by the
+share of the cluster among the customers holding them (Breiman's ordering: for a yes/no
+target the best split of a category into two sets is a cut of that ranking), so a split
+reads back as a set of values: ``city in ('北京', '上海')``.
+
 The rule's quality is then measured **by the segment engine itself**: the rule is evaluated
 with :func:`kequn.segments.flags` and its members compared with the cluster's, so precision
 and recall describe what the saved segment will actually select, not what the tree believed.
@@ -84,8 +89,43 @@ def _paths(tree: DecisionTreeClassifier) -> list[list[tuple[int, str, float]]]:
     return out
 
 
-def _conjunction(path: list[tuple[int, str, float]], features: Sequence[Feature]) -> str:
-    """One path as ``a and b``: per feature only the tightest bound on each side."""
+def _ranked(
+    values: np.ndarray, y: np.ndarray, features: Sequence[Feature]
+) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """Categorical columns recoded as each level's rank by the cluster's share in it.
+
+    Returns the recoded matrix and, per categorical column, the level indexes in rank
+    order (highest share first; levels nobody holds last; ties by level).
+    """
+    order_of: dict[int, np.ndarray] = {}
+    cat = [j for j, f in enumerate(features) if f.categorical]
+    if not cat:
+        return values, order_of
+    x = values.copy()
+    for j in cat:
+        codes = values[:, j].astype("int64")
+        n_levels = max(len(features[j].levels), int(codes.max()) + 1 if len(codes) else 0)
+        held = np.bincount(codes, minlength=n_levels)
+        inside = np.bincount(codes, weights=y, minlength=n_levels)
+        share = np.where(held > 0, inside / np.maximum(held, 1), -1.0)
+        order = np.lexsort((np.arange(n_levels), -share))
+        rank = np.empty(n_levels, dtype="int64")
+        rank[order] = np.arange(n_levels)
+        x[:, j] = rank[codes]
+        order_of[j] = order
+    return x, order_of
+
+
+def _conjunction(
+    path: list[tuple[int, str, float]],
+    features: Sequence[Feature],
+    order_of: dict[int, np.ndarray] | None = None,
+) -> str:
+    """One path as ``a and b``: per feature only the tightest bound on each side.
+
+    For a categorical feature the bounds cut its ranking (``order_of``) into the set of
+    levels the path keeps, written with :meth:`Feature.condition_in`.
+    """
     upper: dict[int, float] = {}
     lower: dict[int, float] = {}
     for f, op, thr in path:
@@ -95,10 +135,18 @@ def _conjunction(path: list[tuple[int, str, float]], features: Sequence[Feature]
             lower[f] = max(thr, lower.get(f, thr))
     parts = []
     for f in sorted(set(upper) | set(lower)):
+        feature = features[f]
+        if feature.categorical and order_of is not None and f in order_of:
+            order = order_of[f]
+            ranks = np.arange(len(order))
+            keep = (ranks > lower.get(f, -np.inf)) & (ranks <= upper.get(f, np.inf))
+            chosen = [feature.levels[i] for i in order[keep] if i < len(feature.levels)]
+            parts.append(feature.condition_in(chosen))
+            continue
         if f in lower:
-            parts.append(features[f].condition(">", lower[f]))
+            parts.append(feature.condition(">", lower[f]))
         if f in upper:
-            parts.append(features[f].condition("<=", upper[f]))
+            parts.append(feature.condition("<=", upper[f]))
     return " and ".join(parts) if parts else "true"
 
 
@@ -123,7 +171,8 @@ def rule_for_cluster(
     n = len(labels)
     rng = np.random.default_rng(random_state)
     rows = np.arange(n) if n <= sample_size else rng.choice(n, sample_size, replace=False)
-    x, y = values[rows], (labels[rows] == cluster).astype("int64")
+    y = (labels[rows] == cluster).astype("int64")
+    x, order_of = _ranked(values[rows], y, features)
     if y.all():
         return "true"
     if not y.any():
@@ -142,7 +191,7 @@ def rule_for_cluster(
             break
     if not paths:
         return "false"
-    clauses = [_conjunction(p, features) for p in paths]
+    clauses = [_conjunction(p, features, order_of) for p in paths]
     if len(clauses) == 1:
         return clauses[0]
     return " or ".join(f"({c})" if " and " in c else c for c in clauses)

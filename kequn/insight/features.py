@@ -16,6 +16,13 @@ a comparison with a missing value is false in the rule language, so
 * ``missing="low"`` (averages, predictions): filled at or below every observed value and 0,
   and ``x <= t`` is written ``not x > t``;
 * ``missing="never"``: counts and sums are 0 without rows, never missing.
+
+Categorical features (``attr:city``, ``attr:attributes.会员等级``) hold a customer's text
+value; :func:`feature_matrix` encodes it as the index of the value in ``Feature.levels``
+(the most frequent values sorted, then :data:`OTHER` for the rest, then ``None`` for a
+missing value), so K-prototypes can cluster it and
+the explanation can write ``city in ('北京', '上海')`` (``or city is null`` when the missing
+level belongs to the set).
 """
 
 from __future__ import annotations
@@ -27,15 +34,22 @@ from dataclasses import dataclass
 import ibis
 import ibis.expr.types as ir
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from kequn.errors import InputError
+from kequn.segments.errors import RuleError
 from kequn.segments.nodes import Last
+from kequn.segments.parser import parse_rule
 from kequn.segments.timing import AsOf, resolve_as_of, window_bounds
 from kequn.workspace import Workspace
 
 __all__ = [
+    "ATTR_PREFIX",
     "EVENT_WINDOW_DAYS",
     "FEATURE_GROUPS",
+    "MAX_LEVELS",
+    "OTHER",
     "Feature",
     "FeatureMatrix",
     "feature_matrix",
@@ -46,6 +60,9 @@ __all__ = [
 FEATURE_GROUPS = ("rfm", "clv", "events")
 EVENT_WINDOW_DAYS = 90
 MAX_EVENT_TYPES = 6  # the most frequent types in the window; more makes trees unreadable
+ATTR_PREFIX = "attr:"  # "attr:city": a categorical customer attribute
+MAX_LEVELS = 30  # named values of a categorical feature (the most frequent); the rest: OTHER
+OTHER = "(other)"  # the level of every value beyond the MAX_LEVELS most frequent
 _PREDICTED = {"clv": "clv_scores", "p_alive": "clv_scores", "churn_risk": "churn_scores"}
 
 
@@ -61,6 +78,42 @@ class Feature:
     label_en: str
     label_zh: str
     group: str
+    categorical: bool = False  # values are indexes into ``levels``
+    levels: tuple[str | None, ...] = ()  # sorted values, then None when some are missing
+
+    def condition_in(self, chosen: Sequence[str | None]) -> str:
+        """The rule for "the value is one of ``chosen``", keeping a missing value's meaning.
+
+        ``in`` is false for a missing value, so the missing level is added as ``or expr is
+        null``. The :data:`OTHER` level (every value outside the named ones) is written
+        ``not expr in (the named ones not chosen)``, which is also true for a missing value,
+        so ``expr is not null and`` goes before it unless the missing level is chosen too.
+        Without an other level, a set holding the missing level and most values is written
+        the same shorter way.
+        """
+        if not self.categorical:
+            raise ValueError(f"feature {self.name!r} is not categorical")
+        picked = set(chosen)
+        named = [v for v in self.levels if v is not None and v != OTHER]
+        values = [v for v in named if v in picked]
+        others = [v for v in named if v not in picked]
+        with_null = None in picked
+        has_other = OTHER in self.levels
+        shorter = not has_other and with_null and 0 < len(others) < len(values)
+        if (has_other and OTHER in picked) or shorter:
+            if not others:
+                return "true" if with_null else f"{self.expr} is not null"
+            text = f"not {self.expr} in ({_literals(others)})"
+            return text if with_null else f"{self.expr} is not null and {text}"
+        if not values:
+            return f"{self.expr} is null" if with_null else "false"
+        if not others and not has_other:
+            return "true" if with_null else f"{self.expr} is not null"
+        if len(values) == 1:
+            text = f"{self.expr} = {_literals(values)}"
+        else:
+            text = f"{self.expr} in ({_literals(values)})"
+        return f"({text} or {self.expr} is null)" if with_null else text
 
     def condition(self, op: str, threshold: float) -> str:
         """``expr <= t`` or ``expr > t`` as rule text, keeping the fill's meaning for missing."""
@@ -74,6 +127,10 @@ class Feature:
         if op == "<=" and value == "0" and self.expr.startswith("count("):
             return f"{self.expr} = 0"  # counts are never negative
         return f"{self.expr} {op} {value}"
+
+
+def _literals(values: Sequence[str | None]) -> str:
+    return ", ".join(str(_quote(str(v))) for v in values)
 
 
 def _number(value: float) -> str:
@@ -174,7 +231,11 @@ def _event_features(types: Sequence[str]) -> list[Feature]:
 
 
 def parse_groups(value: str | Sequence[str] | None) -> tuple[str, ...]:
-    """``"rfm,clv"`` or a list → validated group names (default: all of them)."""
+    """``"rfm,clv,attr:city"`` or a list → validated group names (default: all groups).
+
+    ``attr:NAME`` adds a categorical feature: a text column of ``customers`` or a key of its
+    ``attributes`` JSON (``attr:会员等级`` or ``attr:attributes.会员等级``).
+    """
     if value is None:
         return FEATURE_GROUPS
     items = value.split(",") if isinstance(value, str) else list(value)
@@ -182,9 +243,89 @@ def parse_groups(value: str | Sequence[str] | None) -> tuple[str, ...]:
     if not groups:
         raise InputError(f"features {value!r}: name at least one of {', '.join(FEATURE_GROUPS)}")
     for g in groups:
+        if g.startswith(ATTR_PREFIX):
+            if not g[len(ATTR_PREFIX) :].strip():
+                raise InputError(f"feature {g!r}: name an attribute, e.g. attr:city")
+            continue
         if g not in FEATURE_GROUPS:
-            raise InputError(f"feature group {g!r}: use {', '.join(FEATURE_GROUPS)}")
+            raise InputError(
+                f"feature group {g!r}: use {', '.join(FEATURE_GROUPS)} or attr:NAME "
+                "(a customer attribute, e.g. attr:city)"
+            )
     return groups
+
+
+def _attr_feature(spec: str, index: int, customers: ir.Table) -> tuple[Feature, ir.Value]:
+    """A categorical feature for ``attr:NAME``: its rule expression, its levels, its column.
+
+    NAME is a text column of ``customers``, else a key of the ``attributes`` JSON. The levels
+    are the :data:`MAX_LEVELS` most frequent values (sorted), then :data:`OTHER` for all the
+    others when there are more, then None when some customers have no value.
+    """
+    name = spec[len(ATTR_PREFIX) :].strip()
+    schema = customers.schema()
+    text_columns = sorted(
+        c for c in schema.names if schema[c].is_string() and c not in ("customer_id", "attributes")
+    )
+    if name in schema.names:
+        if not schema[name].is_string() or name in ("customer_id", "attributes"):
+            raise InputError(
+                f"feature {spec!r}: {name!r} is not a categorical column; "
+                f"use one of the text columns {', '.join(text_columns)} or an attributes key"
+            )
+        expr, column = name, customers[name]
+    else:
+        key = name.removeprefix("attributes.")
+        expr = f"attributes.{key}"
+        column = customers.attributes.cast("json")[key].str
+    try:
+        parse_rule(f"{expr} is null")
+    except RuleError:
+        raise InputError(
+            f"feature {spec!r}: {expr!r} cannot be written in the rule language; "
+            "use a name of letters, digits and underscores"
+        ) from None
+    counted = customers.select(v=column)
+    top = (
+        counted.filter(counted.v.notnull())
+        .group_by("v")
+        .aggregate(n=ibis._.count())
+        .order_by([ibis.desc("n"), "v"])
+        .limit(MAX_LEVELS + 1)
+        .to_pyarrow()
+        .to_pylist()
+    )
+    values = [r["v"] for r in top[:MAX_LEVELS]]
+    if not values:
+        raise InputError(
+            f"feature {spec!r}: no customer has a value for {expr!r}; "
+            f"text columns: {', '.join(text_columns)} (or a key of attributes)"
+        )
+    bad = [v for v in values if _quote(v) is None or v == OTHER]
+    if bad:
+        raise InputError(
+            f"feature {spec!r}: the value {bad[0]!r} cannot be a level (it holds both kinds "
+            f"of quote, or it is kequn's name {OTHER!r} for the less frequent values)"
+        )
+    levels: tuple[str | None, ...] = tuple(sorted(values))
+    if len(top) > MAX_LEVELS:
+        levels += (OTHER,)
+    if counted.v.isnull().any().to_pyarrow().as_py():
+        levels += (None,)
+    slug = name if name.isascii() and name.replace("_", "").isalnum() else f"{index + 1}"
+    feature = Feature(
+        f"attr_{slug}",
+        expr,
+        "never",
+        False,
+        False,
+        expr,
+        expr,
+        "attr",
+        categorical=True,
+        levels=levels,
+    )
+    return feature, column
 
 
 def _non_empty(ws: Workspace, name: str) -> bool:
@@ -221,7 +362,8 @@ def feature_table(
     """One row per customer: ``customer_id``, ``revenue`` and the feature columns (lazy).
 
     Values are left missing where the rule language has them missing; :func:`feature_matrix`
-    fills them. ``revenue`` (purchases up to ``as_of``) is always there, for revenue shares.
+    fills them. Categorical features (``attr:NAME`` in ``groups``) are text columns here.
+    ``revenue`` (purchases up to ``as_of``) is always there, for revenue shares.
     ``event_types`` fixes the event features (to recompute an earlier run's); by default the
     most frequent types in the last 90 days are used.
     """
@@ -284,6 +426,22 @@ def feature_table(
                 cols[n] = p[f"_{n}"]
         features += pred
 
+    attrs = [g for g in groups if g.startswith(ATTR_PREFIX)]
+    if attrs:
+        customers = ws.table("customers")
+        a = {"_ak": customers.customer_id}
+        for i, spec in enumerate(attrs):
+            feature, column = _attr_feature(spec, i, customers)
+            if feature.name in {f.name for f in features}:
+                continue  # attr:city and attr:city again
+            a[f"_{feature.name}"] = column
+            features.append(feature)
+        attr_table = customers.select(**a)
+        joins.append((attr_table, "_ak"))
+        for f in features:
+            if f.categorical:
+                cols[f.name] = attr_table[f"_{f.name}"]
+
     if not features:
         raise InputError(
             f"no features for groups {', '.join(groups)!r}: store CLV or churn scores first "
@@ -293,7 +451,9 @@ def feature_table(
     for right, key in joins:
         joined = joined.left_join(right, c.customer_id == right[key])
     out = {"customer_id": c.customer_id, "revenue": cols["revenue"].cast("float64")}
-    out.update({f.name: cols[f.name].cast("float64") for f in features})
+    out.update(
+        {f.name: cols[f.name].cast("string" if f.categorical else "float64") for f in features}
+    )
     return joined.select(**out), features
 
 
@@ -325,6 +485,20 @@ def fill_missing(values: np.ndarray, features: Sequence[Feature]) -> np.ndarray:
     return out
 
 
+def _column(values: pa.ChunkedArray, feature: Feature) -> np.ndarray:
+    """A fetched column as float64: numbers as they are, categories as level indexes."""
+    if not feature.categorical:
+        return values.to_numpy(zero_copy_only=False).astype("float64")
+    levels = list(feature.levels)
+    named = [v for v in levels if v is not None and v != OTHER]
+    codes = pc.index_in(values, value_set=pa.array(named, pa.string()))
+    # a value outside the named ones is OTHER; a missing one the missing level
+    other = levels.index(OTHER) if OTHER in levels else len(levels) - 1
+    missing = levels.index(None) if None in levels else other
+    codes = pc.if_else(pc.is_null(values), missing, pc.fill_null(codes, other))
+    return codes.to_numpy(zero_copy_only=False).astype("float64")
+
+
 def feature_matrix(
     ws: Workspace,
     as_of: object = None,
@@ -335,13 +509,10 @@ def feature_matrix(
     """Compute :func:`feature_table` in the engine and fetch it as NumPy arrays (via Arrow)."""
     table, features = feature_table(ws, as_of, groups, event_types=event_types)
     arrow = table.order_by("customer_id").to_pyarrow()
-    names = [f.name for f in features]
     raw = (
-        np.column_stack(
-            [arrow.column(n).to_numpy(zero_copy_only=False).astype("float64") for n in names]
-        )
+        np.column_stack([_column(arrow.column(f.name), f) for f in features])
         if arrow.num_rows
-        else np.empty((0, len(names)))
+        else np.empty((0, len(features)))
     )
     ids = np.asarray(arrow.column("customer_id").to_pylist(), dtype=object)
     revenue = arrow.column("revenue").to_numpy(zero_copy_only=False).astype("float64")

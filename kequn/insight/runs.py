@@ -1,7 +1,9 @@
 """The clustering workflow on a workspace: features → K-means → rules → stored run.
 
 :func:`cluster` computes the features in the engine (:mod:`kequn.insight.features`), fits
-:class:`~kequn.insight.clustering.CustomerKMeans`, explains every cluster as a rule whose
+:class:`~kequn.insight.clustering.CustomerKMeans` (or
+:class:`~kequn.insight.clustering.CustomerKPrototypes` when categorical attributes are among
+the features), explains every cluster as a rule whose
 precision and recall the segment engine measures (:mod:`kequn.insight.explain`), and stores
 the assignments (``clusters``) and the run (``cluster_runs``) in one transaction.
 """
@@ -21,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from kequn.errors import InputError
-from kequn.insight.clustering import CustomerKMeans
+from kequn.insight.clustering import CustomerKMeans, CustomerKPrototypes
 from kequn.insight.explain import ClusterRule, explain_clusters
 from kequn.insight.features import Feature, feature_matrix, parse_groups
 from kequn.insight.tables import CLUSTERS, StoredRun, load_run
@@ -57,7 +59,7 @@ class ClusterRun:
             "method": self.method,
             "silhouette": self.silhouette,
             "curve": {str(k): v for k, v in self.curve.items()},
-            "features": [{"name": f.name, "expr": f.expr, "group": f.group} for f in self.features],
+            "features": [_feature_info(f) for f in self.features],
             "clusters": [
                 {
                     **c,
@@ -75,6 +77,18 @@ class ClusterRun:
                 for c in self.clusters
             ],
         }
+
+
+def _feature_info(f: Feature) -> dict[str, Any]:
+    info: dict[str, Any] = {"name": f.name, "expr": f.expr, "group": f.group}
+    if f.categorical:
+        info["levels"] = list(f.levels)
+    return info
+
+
+def _centroid(value: float, f: Feature) -> float | str | None:
+    """A centroid coordinate: a number, or for a categorical feature its mode (a level)."""
+    return f.levels[int(value)] if f.categorical else float(value)
 
 
 def _parse_k(k: int | str) -> int | str:
@@ -100,15 +114,17 @@ def cluster(
     random_state: int = 0,
     explain: bool = True,
     store: bool = True,
-    model: CustomerKMeans | None = None,
+    model: CustomerKMeans | CustomerKPrototypes | None = None,
 ) -> ClusterRun:
     """Cluster every customer at ``as_of`` and (by default) explain and store the run.
 
     ``features``: groups among ``rfm``, ``clv`` (stored CLV / p_alive / churn risk) and
     ``events`` (counts by type, last 90 days); default all, ``clv`` only where scores are
-    stored. ``k``: ``"auto"`` (silhouette over 2..8 on a sample) or a number. ``model``
-    replaces the default estimator (settings such as sample sizes). Deterministic for a
-    ``random_state``; pass ``as_of`` for reproducible results.
+    stored; and ``attr:NAME`` for a categorical customer attribute (``attr:city``), which
+    switches the method to K-prototypes (``method == "kprototypes"``). ``k``: ``"auto"``
+    (silhouette over 2..8 on a sample) or a number. ``model`` replaces the default estimator
+    (settings such as sample sizes). Deterministic for a ``random_state``; pass ``as_of`` for
+    reproducible results.
     """
     groups = parse_groups(features)
     k_value = _parse_k(k)
@@ -117,7 +133,14 @@ def cluster(
     n = len(fm.customer_ids)
     if n < 3:
         raise InputError(f"only {n} customers in the workspace; clustering needs at least 3")
-    est = model if model is not None else CustomerKMeans(k_value, random_state=random_state)
+    categorical = np.array([f.categorical for f in fm.features])
+    est: CustomerKMeans | CustomerKPrototypes
+    if model is not None:
+        est = model
+    elif categorical.any():
+        est = CustomerKPrototypes(k_value, categorical=categorical, random_state=random_state)
+    else:
+        est = CustomerKMeans(k_value, random_state=random_state)
     if model is None:
         est.log = np.array([f.log for f in fm.features])
     est.fit(fm.values)
@@ -132,7 +155,9 @@ def cluster(
             "share": float(sizes[i] / n),
             "revenue": float(revenue[i]),
             "revenue_share": float(revenue[i] / total_revenue) if total_revenue else 0.0,
-            "centroid": {f.name: float(est.centroids_[i, j]) for j, f in enumerate(fm.features)},
+            "centroid": {
+                f.name: _centroid(est.centroids_[i, j], f) for j, f in enumerate(fm.features)
+            },
         }
         for i in range(est.k_)
     ]

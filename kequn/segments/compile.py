@@ -22,7 +22,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
 
 import ibis
 import ibis.expr.types as ir
@@ -47,6 +47,7 @@ from kequn.segments.nodes import (
     InList,
     InSegment,
     IsNull,
+    Last,
     Literal,
     Node,
     Not,
@@ -55,6 +56,8 @@ from kequn.segments.nodes import (
     TextMatch,
     Then,
     Value,
+    Window,
+    WindowBetween,
 )
 from kequn.segments.timing import AsOf, window_bounds
 
@@ -100,6 +103,7 @@ def compile_rules(
     *,
     rfm_scheme: str = "intl",
     asof_join: bool | None = None,
+    as_of_param: ir.TimestampScalar | None = None,
 ) -> ir.Table:
     """Many checked rules in one query: ``customer_id`` and one boolean column per name.
 
@@ -109,7 +113,7 @@ def compile_rules(
     """
     if "customer_id" in rules:
         raise ValueError("'customer_id' cannot name a rule column")
-    return _Compiler(tables, catalog, as_of, rfm_scheme, asof_join).build(rules)
+    return _Compiler(tables, catalog, as_of, rfm_scheme, asof_join, as_of_param).build(rules)
 
 
 @dataclass(frozen=True)
@@ -139,15 +143,20 @@ class _Compiler:
         as_of: AsOf,
         scheme: str,
         asof_join: bool | None = None,
+        as_of_param: ir.TimestampScalar | None = None,
     ) -> None:
         self.tables = tables
         self.catalog = catalog
         self.as_of = as_of
+        if as_of_param is not None and not as_of.inclusive:
+            raise ValueError("as_of_param needs an instant as_of (inclusive end)")
+        self.param = as_of_param
         self.scheme = scheme
         self.types = _Checker(catalog, None, None, (), {})
         self.columns: dict[Aggregate, ir.Value] = {}
         self.computed: dict[str, ir.Value] = {}
         self.asof_join = _has_asof_join(tables) if asof_join is None else asof_join
+        self.backend = _backend_name(tables)
 
     # --- the query ----------------------------------------------------------------------------
 
@@ -188,13 +197,78 @@ class _Compiler:
             joined = joined.left_join(right, pred)
         return joined.select(customer_id=c.customer_id, **exprs)
 
+    # --- as_of in SQL: literals, or expressions over the as_of parameter ------------------------
+
+    def end(self) -> ir.TimestampValue:
+        return self.param if self.param is not None else ibis.literal(self.as_of.end)
+
+    def up_to(self, ts: ir.TimestampValue) -> ir.BooleanValue:
+        """Rows dated at or before as_of (a day as_of: before the next day starts)."""
+        return ts <= self.end() if self.as_of.inclusive else ts < self.end()
+
+    def day(self) -> ir.DateValue:
+        if self.param is not None:
+            return self.param.date()
+        return ibis.literal(self.as_of.day, type="date")
+
+    def in_window(self, ts: ir.TimestampValue, window: Window) -> ir.BooleanValue:
+        """``ts`` inside ``window`` at as_of; see :func:`window_bounds` for the edges.
+
+        With the parameter, calendar arithmetic happens in SQL (``- INTERVAL n MONTH``
+        clamps to the month's end as :func:`~kequn.segments.timing.add_months` does), so
+        one compiled query serves every as_of.
+        """
+        if self.param is None:
+            bounds = window_bounds(window, self.as_of)
+            cond = ts <= bounds.end if bounds.end_inclusive else ts < bounds.end
+            if bounds.start is not None:
+                cond = cond & (ts >= ibis.literal(bounds.start))
+            return cond
+        cond = ts <= self.param
+        if isinstance(window, Last):
+            step = {"day": (1, "days"), "week": (7, "days"), "month": (1, "months")}
+            step["year"] = (12, "months")
+            size, unit = step[window.unit]
+            cond = cond & (ts >= self.param - ibis.interval(**{unit: size * window.n}))
+        elif isinstance(window, WindowBetween):
+            start = datetime.combine(window.start, time())
+            end = datetime.combine(window.end + timedelta(days=1), time())
+            cond = cond & (ts >= ibis.literal(start)) & (ts < ibis.literal(end))
+        return cond
+
+    def earliest(self, windows: list[Window]) -> ir.TimestampValue | None:
+        """The earliest window start, to read fewer rows; None when some window is unbounded."""
+        if self.param is None:
+            starts = [window_bounds(w, self.as_of).start for w in windows]
+            if not starts or any(s is None for s in starts):
+                return None
+            return ibis.literal(min(starts))  # type: ignore[type-var]
+        exprs: dict[object, ir.TimestampValue] = {}
+        for w in windows:
+            if isinstance(w, Last):
+                days = {"day": 1, "week": 7}.get(w.unit)
+                if days is not None:
+                    key: object = ("days", days * w.n)
+                else:
+                    key = ("months", w.n * (12 if w.unit == "year" else 1))
+                exprs[key] = self.param - ibis.interval(**{key[0]: key[1]})
+            elif isinstance(w, WindowBetween):
+                key = w.start
+                exprs[key] = ibis.literal(datetime.combine(w.start, time()))
+            else:
+                return None
+        if not exprs:
+            return None
+        values = list(exprs.values())
+        return values[0] if len(values) == 1 else ibis.least(*values)
+
     def group(self, table: str, aggs: list[Aggregate], summary: bool) -> ir.Table:
         rows = self.tables[table]
         ts = rows[_TIME_COLUMN[table]]
-        keep = ts <= self.as_of.end if self.as_of.inclusive else ts < self.as_of.end
-        starts = [window_bounds(a.window, self.as_of).start for a in aggs]
-        if not summary and starts and all(s is not None for s in starts):
-            keep = keep & (ts >= ibis.literal(min(starts)))  # type: ignore[type-var]
+        keep = self.up_to(ts)
+        earliest = self.earliest([a.window for a in aggs])
+        if not summary and earliest is not None:
+            keep = keep & (ts >= earliest)
         rows = rows.filter(keep)
         ctx = _Rows(rows, table)
         metrics: dict[str, ir.Value] = {}
@@ -211,7 +285,7 @@ class _Compiler:
                 value = value.fill_null(0)
             self.columns[agg] = value
         if summary:
-            day = ibis.literal(self.as_of.day, type="date")
+            day = self.day()
             self.computed["days_since_last_order"] = day.delta(grouped._last_at.date(), unit="day")
             self.computed["days_since_first_order"] = day.delta(
                 grouped._first_at.date(), unit="day"
@@ -223,7 +297,7 @@ class _Compiler:
         table = SOURCE_TABLE[source]
         rows = self.tables[table]
         ts = rows[_TIME_COLUMN[table]]
-        cond = ts <= self.as_of.end if self.as_of.inclusive else ts < self.as_of.end
+        cond = self.up_to(ts)
         if source in ("orders", "returns"):
             is_return = rows.is_return.fill_null(False)
             cond = cond & (is_return if source == "returns" else ~is_return)
@@ -244,23 +318,20 @@ class _Compiler:
         head = group[0]
         assert head.then is not None
         first = self.steps(head.source, head.where, "_a")
-        starts = [window_bounds(a.window, self.as_of).start for a in group]
-        if all(s is not None for s in starts):
-            first = first.filter(first._ats >= ibis.literal(min(starts)))  # type: ignore[type-var]
+        earliest = self.earliest([a.window for a in group])
+        if earliest is not None:
+            first = first.filter(first._ats >= earliest)
         second = self.steps(head.then.source, head.then.where, "_b")
         joined = first.asof_join(
             second, on=first._ats <= second._bts, predicates=first._acid == second._bcid
         )
-        end = ibis.literal(self.as_of.end)
+        end = self.end()
         metrics = {}
         for j, agg in enumerate(group):
             then = agg.then
             assert then is not None
-            bounds = window_bounds(agg.window, self.as_of)
             ts = joined._ats
-            cond = ts <= bounds.end if bounds.end_inclusive else ts < bounds.end
-            if bounds.start is not None:
-                cond = cond & (ts >= ibis.literal(bounds.start))
+            cond = self.in_window(ts, agg.window)
             reach = ts + ibis.interval(**_interval(then))
             hit = (joined._bts <= reach).fill_null(False)
             if then.negated:
@@ -287,21 +358,14 @@ class _Compiler:
         then = agg.then
         assert then is not None
         first = self.steps(agg.source, agg.where, "_a")
-        bounds = window_bounds(agg.window, self.as_of)
-        if bounds.start is not None:
-            first = first.filter(first._ats >= ibis.literal(bounds.start))
-        if bounds.end != self.as_of.end or not bounds.end_inclusive:
-            first = first.filter(
-                first._ats <= bounds.end if bounds.end_inclusive else first._ats < bounds.end
-            )
+        first = first.filter(self.in_window(first._ats, agg.window))
         second = self.steps(then.source, then.where, "_b")
         reach = first._ats + ibis.interval(**_interval(then))
         preds = [first._acid == second._bcid, second._bts >= first._ats, second._bts <= reach]
         if SOURCE_TABLE[agg.source] == SOURCE_TABLE[then.source]:
             preds.append(second._bid != first._aid)  # a row does not follow itself
         if then.negated:
-            end = ibis.literal(self.as_of.end)
-            passed = reach <= end if self.as_of.inclusive else reach < end
+            passed = self.up_to(reach)
             matched = first.filter(passed).anti_join(second, preds)
         else:
             matched = first.semi_join(second, preds)
@@ -315,7 +379,7 @@ class _Compiler:
     def rfm(self) -> tuple[ir.Table, ir.BooleanValue]:
         """The latest stored RFM run at or before the as_of day, for the workspace's scheme."""
         r = self.tables["rfm_scores"]
-        r = r.filter(r.as_of <= ibis.literal(self.as_of.day, type="date"), r.scheme == self.scheme)
+        r = r.filter(r.as_of <= self.day(), r.scheme == self.scheme)
         r = r.filter(r.as_of == r.as_of.max())
         r = r.select(_rkey=r.customer_id, **{f"_{k}": r[k] for k in RFM_FIELDS})
         for k in RFM_FIELDS:
@@ -325,9 +389,7 @@ class _Compiler:
     def predicted(self, table: str) -> tuple[ir.Table, ir.BooleanValue]:
         """Each customer's latest stored prediction at or before as_of (newest run wins)."""
         p = self.tables[table]
-        p = p.filter(
-            p.as_of <= self.as_of.end if self.as_of.inclusive else p.as_of < self.as_of.end
-        )
+        p = p.filter(self.up_to(p.as_of))
         latest = ibis.row_number().over(
             group_by=p.customer_id, order_by=[ibis.desc(p.as_of), ibis.desc(p.computed_at)]
         )
@@ -341,11 +403,8 @@ class _Compiler:
 
     def aggregate_expr(self, agg: Aggregate, ctx: _Rows) -> ir.Value:
         rows = ctx.table
-        bounds = window_bounds(agg.window, self.as_of)
         ts = rows[_TIME_COLUMN[ctx.name]]
-        cond = ts <= bounds.end if bounds.end_inclusive else ts < bounds.end
-        if bounds.start is not None:
-            cond = cond & (ts >= ibis.literal(bounds.start))
+        cond = self.in_window(ts, agg.window)
         if agg.source in ("orders", "returns"):
             is_return = rows.is_return.fill_null(False)
             cond = cond & (is_return if agg.source == "returns" else ~is_return)
@@ -435,6 +494,8 @@ class _Compiler:
         column = table[head]
         json_cols = JSON_COLUMNS["customers" if ctx is None else ctx.name]
         if head in json_cols:
+            if self.backend in JSON_PATH_BACKENDS:
+                return JSON_PATH_BACKENDS[self.backend](column, rest)
             value = column.cast("json")
             for key in rest:
                 value = value[key]
@@ -476,12 +537,28 @@ class _Compiler:
 ASOF_BACKENDS = {"duckdb"}
 
 
-def _has_asof_join(tables: Mapping[str, ir.Table]) -> bool:
+def _spark_json_path(column: ir.Value, keys: tuple[str, ...]) -> ir.Value:
+    from kequn.spark import json_path
+
+    return json_path(column, keys)
+
+
+# backends where Ibis's JSON indexing does not give JSON back (PySpark's get_json_object
+# returns strings unquoted): a JSON path there is read by a function giving the same values
+JSON_PATH_BACKENDS: dict[str, Callable[[ir.Value, tuple[str, ...]], ir.Value]] = {
+    "pyspark": _spark_json_path
+}
+
+
+def _backend_name(tables: Mapping[str, ir.Table]) -> str | None:
     try:
-        name = tables["customers"]._find_backend().name
+        return tables["customers"]._find_backend().name
     except Exception:  # an unbound table: no backend to ask
-        return False
-    return name in ASOF_BACKENDS
+        return None
+
+
+def _has_asof_join(tables: Mapping[str, ir.Table]) -> bool:
+    return _backend_name(tables) in ASOF_BACKENDS
 
 
 def _interval(then: Then) -> dict[str, int]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -26,6 +26,7 @@ from typing import Any
 
 import ibis
 import ibis.expr.types as ir
+import pyarrow as pa
 
 from kequn.errors import InputError
 from kequn.segments.check import Catalog, check_rule
@@ -241,15 +242,25 @@ def _now(ws: Workspace) -> datetime:
     return resolve_as_of(None, ws.config.timezone).end.replace(microsecond=0)
 
 
+Notify = Callable[[Workspace, pa.Table], object]
+
+
 def apply(
     workspace: WorkspaceLike,
     definitions: str | os.PathLike | Iterable[Segment],
     as_of: object = None,
+    *,
+    notify: Notify | None = None,
 ) -> ApplyReport:
     """Store the definitions, evaluate every one at ``as_of`` and record entries and exits.
 
     All writes happen in one transaction: an error in any segment leaves every table as it
     was. Rules are all checked before the first query runs.
+
+    ``notify(ws, changes)`` is called inside that transaction with the entries and exits
+    (columns ``segment``, ``customer_id``, ``kind`` = enter/exit, ``at``), so what it writes
+    (e.g. trigger deliveries) commits or rolls back with the memberships. A segment's first
+    evaluation is its baseline, not a wave of entries: it is left out.
     """
     with opened(workspace) as ws:
         if isinstance(definitions, str | os.PathLike):
@@ -293,8 +304,9 @@ def apply(
             ),
             distinct=False,
         )
+        evaluated = {row["segment"] for row in last if row["last"] is not None}
         try:
-            return _record(ws, segs, member_sets, label, source)
+            return _record(ws, segs, member_sets, label, source, notify, evaluated)
         finally:
             con.drop_table(flag_table, force=True)
 
@@ -305,6 +317,8 @@ def _record(
     member_sets: ir.Table,
     label: datetime,
     source: str,
+    notify: Notify | None = None,
+    evaluated: set[str] | frozenset[str] = frozenset(),
 ) -> ApplyReport:
     """Write the definitions, runs and membership intervals of one apply, in one transaction.
 
@@ -364,6 +378,18 @@ def _record(
                 .to_pyarrow()
                 .to_pylist()
             )
+            if notify is not None and evaluated:
+                moved = staged.filter(
+                    staged.segment.isin(sorted(evaluated)) & staged._change.isin(["enter", "leave"])
+                )
+                changes = moved.select(
+                    segment=moved.segment,
+                    customer_id=moved.customer_id,
+                    kind=ibis.ifelse(moved._change == "enter", "enter", "exit"),
+                    at=ibis.literal(label, type="timestamp"),
+                ).to_pyarrow()
+                if changes.num_rows:
+                    notify(ws, changes)
             ws.store.delete("memberships", segment=names)
             con.insert(
                 "memberships",
