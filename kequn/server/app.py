@@ -11,6 +11,7 @@ message).
 # No `from __future__ import annotations`: FastAPI reads the handlers' annotations, and
 # `Caller` is local to create_app.
 import contextlib
+import importlib
 import json
 import tempfile
 from collections.abc import AsyncIterator
@@ -28,6 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from kequn import access
 from kequn.config import zone_info
 from kequn.errors import InputError, KequnError, RuleError
+from kequn.server.http import HTTPProblem, jsonable, validation_body
 from kequn.server.schemas import (
     CustomerIn,
     EventIn,
@@ -39,16 +41,16 @@ from kequn.server.schemas import (
 )
 from kequn.server.service import Service
 
-__all__ = ["MAX_BATCH", "MAX_BODY", "create_app"]
+__all__ = ["EXTENSIONS", "MAX_BATCH", "MAX_BODY", "create_app"]
+
+# Modules adding routes: each has ``register(app, service)`` and reads the shared pieces
+# from ``app.state`` (``caller``: the Annotated dependency giving the Principal; ``locked``:
+# run a function under the read connection's lock; ``ws``: the read connection).
+EXTENSIONS: tuple[str, ...] = ()
 
 MAX_BATCH = 1000  # items per request
 MAX_BODY = 8 * 1024 * 1024  # bytes per request
 ERRORS = {400: {"model": Problem}, 401: {"model": Problem}, 403: {"model": Problem}}
-
-
-class HTTPProblem(Exception):
-    def __init__(self, status: int, error: str, field: str | None = None, detail: Any = None):
-        self.status, self.error, self.field, self.detail = status, error, field, detail
 
 
 def create_app(service: Service, *, open_access: bool | None = None) -> FastAPI:
@@ -96,7 +98,7 @@ def create_app(service: Service, *, open_access: bool | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse(_validation_body(exc.errors()), status_code=422)
+        return JSONResponse(validation_body(exc.errors()), status_code=422)
 
     # --- who is asking ---------------------------------------------------------------------
 
@@ -132,7 +134,7 @@ def create_app(service: Service, *, open_access: bool | None = None) -> FastAPI:
         try:
             return TypeAdapter(list[model]).validate_python(items)
         except ValidationError as exc:
-            raise HTTPProblem(422, **_validation_body(exc.errors(), prefix=key)) from None
+            raise HTTPProblem(422, **validation_body(exc.errors(), prefix=key)) from None
 
     def _local(moment: datetime | None) -> datetime | None:
         if moment is None or moment.tzinfo is None:
@@ -225,13 +227,13 @@ def create_app(service: Service, *, open_access: bool | None = None) -> FastAPI:
         from kequn.profiles import profile
 
         data = await run_in_threadpool(_locked, profile, ws, customer_id, recent=recent)
-        return _jsonable(_mask(data, who))
+        return jsonable(_mask(data, who))
 
     @app.get("/v1/segments", tags=["segments"], responses=ERRORS)
     async def get_segments(who: Caller) -> list[dict[str, Any]]:
         """Every segment with its live size, last evaluated size and change."""
         access.require(who, "read")
-        return _jsonable(await run_in_threadpool(_locked, _segment_list, ws))
+        return jsonable(await run_in_threadpool(_locked, _segment_list, ws))
 
     @app.get("/v1/segments/{name}", tags=["segments"], responses=ERRORS)
     async def get_segment(name: str, who: Caller) -> dict[str, Any]:
@@ -244,7 +246,7 @@ def create_app(service: Service, *, open_access: bool | None = None) -> FastAPI:
         data["live_size"] = await run_in_threadpool(_locked, _live_size, ws, name)
         if "sample" in data:
             data["sample"] = [_mask(r, who) if isinstance(r, dict) else r for r in data["sample"]]
-        return _jsonable(data)
+        return jsonable(data)
 
     @app.get("/v1/segments/{name}/members", tags=["segments"], responses=ERRORS)
     async def get_members(
@@ -257,7 +259,7 @@ def create_app(service: Service, *, open_access: bool | None = None) -> FastAPI:
         access.require(who, "read")
         _known(name)
         total, rows = await run_in_threadpool(_locked, _members_page, ws, name, offset, limit)
-        return _jsonable(
+        return jsonable(
             {
                 "segment": name,
                 "total": total,
@@ -290,7 +292,7 @@ def create_app(service: Service, *, open_access: bool | None = None) -> FastAPI:
         await run_in_threadpool(
             _locked, access.audit, ws, who.actor, action, body.name, {"rule": body.rule}
         )
-        return _jsonable(report)
+        return jsonable(report)
 
     @app.post("/v1/segments/{name}/export", tags=["segments"], responses=ERRORS)
     async def export(name: str, who: Caller, body: ExportIn | None = None) -> FileResponse:
@@ -343,7 +345,7 @@ def create_app(service: Service, *, open_access: bool | None = None) -> FastAPI:
         rows = await run_in_threadpool(
             _locked, deliveries, ws, status=status, segment=segment, trigger=trigger, limit=limit
         )
-        return _jsonable(rows)
+        return jsonable(rows)
 
     @app.get("/v1/status", tags=["service"])
     async def get_status() -> dict[str, Any]:
@@ -360,6 +362,11 @@ def create_app(service: Service, *, open_access: bool | None = None) -> FastAPI:
             },
         }
 
+    app.state.caller = Caller
+    app.state.locked = _locked
+    app.state.ws = ws
+    for name in EXTENSIONS:
+        importlib.import_module(name).register(app, service)
     return app
 
 
@@ -404,36 +411,6 @@ def _members_page(ws, name: str, offset: int, limit: int) -> tuple[int, list[dic
         .limit(limit, offset=offset)
     )
     return total, page.to_pyarrow().to_pylist()
-
-
-def _validation_body(errors: list[dict[str, Any]], prefix: str | None = None) -> dict[str, Any]:
-    """422 body: the first problem in words, every problem with its field path."""
-    problems = []
-    for err in errors:
-        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
-        if prefix:
-            loc = [prefix, *loc]
-        problems.append({"field": ".".join(loc), "reason": err.get("msg", "invalid")})
-    first = problems[0] if problems else {"field": None, "reason": "invalid request"}
-    return {
-        "error": f"{first['field']}: {first['reason']}" if first["field"] else first["reason"],
-        "field": first["field"],
-        "detail": problems,
-    }
-
-
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=_default, ensure_ascii=False))
-
-
-def _default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    if hasattr(value, "item"):
-        return value.item()
-    return str(value)
 
 
 def _remove(folder: Path) -> None:
