@@ -17,12 +17,34 @@
 
 from __future__ import annotations
 
-from kequn.insight.clustering import CustomerKMeans, CustomerKPrototypes
-from kequn.insight.explain import ClusterRule, rule_for_cluster, rule_quality, save_cluster
-from kequn.insight.features import FEATURE_GROUPS, Feature, feature_matrix, feature_table
-from kequn.insight.personas import persona, persona_markdown, persona_text
-from kequn.insight.runs import ClusterRun, cluster, cluster_members
-from kequn.insight.tables import CLUSTER_RUNS, CLUSTERS, StoredRun, load_run
+import importlib
+from typing import Any
+
+# name → module: loaded on first use, so `kequn health` or `kequn persona` do not pay for
+# scikit-learn (clustering) when they do not cluster
+_WHERE = {
+    "CustomerKMeans": "kequn.insight.clustering",
+    "CustomerKPrototypes": "kequn.insight.clustering",
+    "ClusterRule": "kequn.insight.explain",
+    "rule_for_cluster": "kequn.insight.explain",
+    "rule_quality": "kequn.insight.explain",
+    "save_cluster": "kequn.insight.explain",
+    "FEATURE_GROUPS": "kequn.insight.features",
+    "Feature": "kequn.insight.features",
+    "feature_matrix": "kequn.insight.features",
+    "feature_table": "kequn.insight.features",
+    "persona": "kequn.insight.personas",
+    "persona_markdown": "kequn.insight.personas",
+    "persona_text": "kequn.insight.personas",
+    "ClusterRun": "kequn.insight.runs",
+    "cluster": "kequn.insight.runs",
+    "cluster_members": "kequn.insight.runs",
+    "CLUSTER_RUNS": "kequn.insight.tables",
+    "CLUSTERS": "kequn.insight.tables",
+    "StoredRun": "kequn.insight.tables",
+    "load_run": "kequn.insight.tables",
+}
+
 
 __all__ = [
     "CLUSTERS",
@@ -46,3 +68,12 @@ __all__ = [
     "rule_quality",
     "save_cluster",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'kequn.insight' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

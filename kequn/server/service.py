@@ -218,11 +218,20 @@ class Service:
         return done
 
     def tick(self, now: datetime | None = None) -> list[Transition]:
-        """Re-evaluate the customers whose time windows moved since the previous tick."""
+        """Re-evaluate the customers whose time windows moved since the previous tick.
+
+        Times are wall-clock times in the workspace zone, as stored. When the clocks go
+        back (the end of daylight saving), the repeated hour is examined again from its
+        start: re-evaluating is idempotent, and skipping it would delay exits by an hour.
+        """
         with self.lock:
             now = now or self.clock()
             since = self._last_tick
-            if now <= since:
+            if now < since:
+                self._last_tick = now
+                self._save_last_tick(now)
+                return []
+            if now == since:
                 return []
             due = self.live.due(since, now)
             transitions = self._record(due, now, last_tick=now)
@@ -237,7 +246,10 @@ class Service:
         seq: int | None = None,
         last_tick: datetime | None = None,
     ) -> list[Transition]:
+        started = time.perf_counter()
         transitions = self.live.evaluate(wanted, at) if wanted else []
+        self._time("evaluate", started)
+        started = time.perf_counter()
         with self.ws.store.transaction():
             self.live.record(transitions)
             self._enqueue(transitions, at)
@@ -245,6 +257,7 @@ class Service:
                 self.journal.set_processed(seq, self.ws)
             if last_tick is not None:
                 self._save_last_tick(last_tick)
+        self._time("commit", started)
         self.stats["evaluated"] += len(wanted)
         self.stats["transitions"] += len(transitions)
         if transitions:
