@@ -18,7 +18,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check kequn tests bench
 	$(BIN)/ruff format --check kequn tests bench
-	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest -q
+	sh scripts/ensure-chromium.sh && OPENBLAS_NUM_THREADS=1 $(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check kequn tests bench

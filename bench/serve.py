@@ -132,6 +132,7 @@ def setup(args: argparse.Namespace, work: Path, receiver: Receiver) -> tuple[Pat
     ws = kequn.open_workspace(ws_path)
     segs = [Segment(name=s.name, rule=s.rule) for s in specs()]
     segs.append(Segment("probe", "count(events where type = 'probe', last 1 days) >= 1"))
+    segs.append(Segment("ping", "count(events where type = 'ping', last 1 days) >= 1"))
     t0 = time.perf_counter()
     apply(ws, segs)
     batch_seconds = time.perf_counter() - t0
@@ -271,6 +272,8 @@ def main() -> None:
             f"probes ({len(sent)} sent); bad signatures {receiver.bad_signatures}",
             flush=True,
         )
+        exit_delays(args, server, receiver, ws_path)
+        server = Server(ws_path, port)
         if args.fault:
             fault(args, server, receiver, ws_path, port)
         else:
@@ -278,6 +281,57 @@ def main() -> None:
     finally:
         receiver.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def exit_delays(args: argparse.Namespace, server: Server, receiver: Receiver, ws_path: Path):
+    """Events dated so that "last 1 days" stops holding at known instants in the next
+    minute, under background load: the delay from each flip to its recorded exit."""
+    from datetime import datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    import kequn
+
+    with kequn.open_workspace(ws_path) as ws:
+        zone = ZoneInfo(ws.config.timezone)
+    now = datetime.now(zone).replace(tzinfo=None, microsecond=0)
+    flips = {f"X{i}": now + timedelta(seconds=15 + i * 0.25) for i in range(200)}
+    events = [
+        {
+            "event_id": f"{cid}-ping",
+            "customer_id": cid,
+            "type": "ping",
+            "occurred_at": (at - timedelta(days=1)).isoformat(),
+        }
+        for cid, at in flips.items()
+    ]
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        assert client.post("/v1/events", json=events).status_code == 200
+    stop = threading.Event()
+    acked: list[int] = []
+    loaders = [
+        threading.Thread(target=load, args=(server.url, args, stop, acked, [], 50 + k))
+        for k in range(2)
+    ]
+    for t in loaders:
+        t.start()
+    time.sleep(15 + 200 * 0.25 + 10)
+    stop.set()
+    for t in loaders:
+        t.join()
+    server.stop()
+    with kequn.open_workspace(ws_path) as ws:
+        m = ws.table("memberships")
+        rows = m.filter((m.segment == "ping") & m.exited_at.notnull()).to_pyarrow().to_pylist()
+    delays = [(r["exited_at"] - flips[r["customer_id"]]).total_seconds() for r in rows]
+    early = sum(d < 0 for d in delays)
+    arr = np.array(delays) if delays else np.array([np.nan])
+    print(
+        f"exit at the flip (last order + window), under {sum(acked) / 75:,.0f} events/s of "
+        f"other load: {len(delays)}/{len(flips)} exits recorded, delay p50 "
+        f"{np.percentile(arr, 50):.2f} s, p99 {np.percentile(arr, 99):.2f} s, max "
+        f"{arr.max():.2f} s, early {early}",
+        flush=True,
+    )
 
 
 def fault(

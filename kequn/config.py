@@ -58,6 +58,64 @@ min_segment_size = 100   # segments with fewer members are too small to act on
 jaccard_threshold = 0.8  # pairs sharing at least this share of members are near-duplicates
 max_segments = 20        # more segments than a team can give a strategy each
 staleness_days = 7       # data newer than the last evaluation by more days is stale
+
+[tags.interest]
+# Defaults of decayed interest tags (兴趣标签); a tag's own settings win. docs/tags.md
+alpha = 0.85             # share of interest kept per period
+period_days = 7          # periods are whole days counted back from the as_of day
+threshold = 7            # a category is an interest once its weight reaches this
+top_k = 3                # interests kept per customer, strongest first
+category = "category"    # the event property that names the category
+orders = 5               # weight of a purchased order line of the category
+
+[tags.interest.events]
+product_view = 1
+add_to_cart = 3
+
+[tags.score]
+# Defaults of the behaviour score (行为权重); docs/tags.md
+half_life_days = 30      # an occurrence this old counts half
+normalise = "percentile" # or "minmax"
+
+[tags.score.weights]
+orders = 5
+add_to_cart = 3
+product_view = 1
+
+[economics]
+# Campaign economics (营销经济性); docs/economics.md
+attribution_days = 7     # a purchase this many days after a message converts it
+open_events = ["message_open", "email_open", "open"]
+click_events = ["message_click", "email_click", "click"]
+
+# Segmentations for `kequn benefit NAME` (分群收益矩阵), scores 1–5, e.g.
+# [segmentations.value_tiers]
+# segments = ["champions", "at_risk", "hibernating"]
+# market_maturity = 4
+# product_standardisation = 3
+
+[privacy]
+# Triggers send to: "opt_out" everyone but customers who opted out of the channel;
+# "opt_in" only customers who opted in (what PIPL/GDPR ask for marketing). docs/privacy.md
+consent = "opt_out"
+
+[privacy.fields]
+# Field classes (public, personal, sensitive). personal: masked for viewers; sensitive:
+# hidden, unusable in rules and left out of exports and trigger payloads without the
+# "sensitive" grant. Unlisted fields use defaults by name (phone, e-mail, ID numbers,
+# names, addresses: personal; health, religion, income, ...: sensitive).
+# The bundled sample's fields:
+name = "personal"
+name_en = "personal"
+email = "personal"
+phone = "personal"
+birth_date = "personal"
+gender = "public"
+age_band = "public"
+city = "public"
+province = "public"
+channel = "public"
+# health_condition = "sensitive"
 """
 
 

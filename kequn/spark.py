@@ -15,6 +15,7 @@ later; both are checked with a message that says what to install.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -33,10 +34,18 @@ if TYPE_CHECKING:
 
     from kequn.workspace import Workspace
 
-__all__ = ["DEFAULT_MASTER", "connect_spark", "copy_tables", "json_path", "spark_session"]
+__all__ = [
+    "DEFAULT_MASTER",
+    "RULE_TABLES",
+    "connect_spark",
+    "copy_tables",
+    "java_version",
+    "json_path",
+    "spark_session",
+]
 
 DEFAULT_MASTER = "local[2]"
-# Settings for a small local session; a cluster's own settings win where the config names them.
+# Settings for a session with a local[…] master; keys given in the config override them.
 LOCAL_DEFAULTS = {
     "spark.ui.enabled": "false",
     "spark.ui.showConsoleProgress": "false",
@@ -72,15 +81,25 @@ def java_version() -> str:
     home = os.environ.get("JAVA_HOME")
     java = str(Path(home) / "bin" / "java") if home else shutil.which("java")
     if not java or not Path(java).exists():
+        where = f"JAVA_HOME {home!r} has no bin/java" if home else "no `java` on PATH"
         raise WorkspaceError(
-            "Spark needs Java 17 or later and none was found (no `java` on PATH, JAVA_HOME "
-            f"{home!r}); install one, e.g. `apt-get install openjdk-17-jre-headless`"
+            f"Spark needs Java 17 or later and none was found ({where}); install one, "
+            "e.g. `apt-get install openjdk-17-jre-headless`"
         )
     done = subprocess.run([java, "-version"], capture_output=True, text=True, check=False)
     banner = (done.stderr or done.stdout).strip()
     if done.returncode != 0:
         raise WorkspaceError(f"{java!r} -version failed: {banner!r}")
-    return banner.splitlines()[0] if banner else java
+    first = banner.splitlines()[0] if banner else java
+    found = re.search(r'version "(\d+)(?:\.(\d+))?', first)
+    if found:  # "1.8.0_392" is Java 8, "17.0.15" Java 17
+        major = int(found[2]) if found[1] == "1" and found[2] else int(found[1])
+        if major < 17:
+            raise WorkspaceError(
+                f"Spark needs Java 17 or later; {java!r} is {first!r} "
+                "(set JAVA_HOME to a newer one)"
+            )
+    return first
 
 
 def spark_session(
@@ -103,8 +122,8 @@ def spark_session(
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     settings: dict[str, str] = dict(LOCAL_DEFAULTS) if master.startswith("local") else {}
-    settings["spark.sql.session.timeZone"] = "UTC"
     settings.update({str(k): str(v) for k, v in (conf or {}).items()})
+    settings["spark.sql.session.timeZone"] = "UTC"  # naive timestamps keep their wall clock
     builder = SparkSession.builder.master(master).appName(app_name)
     for key, value in settings.items():
         builder = builder.config(key, value)
@@ -201,7 +220,8 @@ def copy_tables(
         frame = session.createDataFrame(data, schema=PySparkSchema.from_ibis(schema))
         if temporary:
             frame.createOrReplaceTempView(name)
-        else:
+        else:  # an empty view of the same name (see _empty_views) would hide the table
+            session.catalog.dropTempView(name)
             frame.write.mode("overwrite").saveAsTable(name)
         copied[name] = data.num_rows
     return copied

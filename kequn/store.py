@@ -9,8 +9,10 @@ for any other backend.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import ibis
 import pyarrow as pa
@@ -139,6 +141,7 @@ SEGMENTS = ibis.schema(
         "rule": "string",
         "source": "string",
         "updated_at": "timestamp",
+        "schedule": "string",  # refresh schedule: "1d", "6h", a cron expression or NULL
     }
 )
 
@@ -150,6 +153,7 @@ SEGMENT_RUNS = ibis.schema(
         "entered": "int64",
         "exited": "int64",
         "computed_at": "timestamp",
+        "data_as_of": "timestamp",  # the newest order/event at or before as_of it saw
     }
 )
 
@@ -275,6 +279,8 @@ API_TOKENS = ibis.schema(
         "created_at": "timestamp",
         "created_by": "string",
         "revoked_at": "timestamp",
+        # comma-separated field-class grants (``sensitive``, ``personal``); docs/privacy.md
+        "grants": "string",
     }
 )
 
@@ -328,6 +334,127 @@ DELIVERIES = ibis.schema(
     }
 )
 
+# Tags (kequn/tags/): the catalogue, one row per tag (``definition`` is JSON text: the rule,
+# cases, interest or score settings); values are stored as changes — a row per customer
+# whose value changed at a refresh (NULL value and number when it was lost) — so the
+# latest row at or before as_of is the value then; one row per refresh in ``tag_runs``.
+TAGS = ibis.schema(
+    {
+        "name": "string",
+        "label_zh": "string",
+        "label_en": "string",
+        "type": "string",
+        "layer": "string",
+        "owner": "string",
+        "description": "string",
+        "source": "string",
+        "definition": "string",
+        "schedule": "string",
+        "updated_at": "timestamp",
+    }
+)
+
+TAG_VALUES = ibis.schema(
+    {
+        "customer_id": "string",
+        "tag": "string",
+        "value": "string",
+        "number": "float64",
+        "as_of": "timestamp",
+        "computed_at": "timestamp",
+    }
+)
+
+TAG_RUNS = ibis.schema(
+    {
+        "tag": "string",
+        "as_of": "timestamp",
+        "computed_at": "timestamp",
+        "kind": "string",
+        "valued": "int64",
+        "compared": "int64",
+        "changed": "int64",
+        "written": "int64",
+    }
+)
+
+# Campaign costs (kequn/economics/costs.py): one row per imported cost line.
+CAMPAIGN_COSTS = ibis.schema(
+    {
+        "campaign": "string",
+        "channel": "string",
+        "period_start": "date",
+        "period_end": "date",
+        "labour": "float64",
+        "technology": "float64",
+        "material": "float64",
+        "source": "string",
+        "imported_at": "timestamp",
+    }
+)
+
+# Privacy (kequn/privacy/, docs/privacy.md). Consent per customer × channel, latest ``at`` wins.
+CONSENTS = ibis.schema(
+    {
+        "customer_id": "string",
+        "channel": "string",
+        "status": "string",
+        "at": "timestamp",
+        "source": "string",
+        "recorded_at": "timestamp",
+        "recorded_by": "string",
+    }
+)
+
+# Field classes found by imports (columns that look personal); kequn.toml [privacy.fields] wins.
+FIELD_CLASSES = ibis.schema(
+    {
+        "field": "string",
+        "class": "string",
+        "reason": "string",
+        "import_id": "string",
+        "detected_at": "timestamp",
+    }
+)
+
+# Erasures (right to be forgotten): who, when, which tables and how many rows — never the
+# data. ``erasure_keys`` holds salted SHA-256 hashes of the person's identifiers, so a later
+# import can recognise (and quarantine) them without storing them.
+ERASURES = ibis.schema(
+    {
+        "erasure_id": "string",
+        "erased_at": "timestamp",
+        "actor": "string",
+        "keys": "int64",
+        "tables": "string",
+    }
+)
+
+ERASURE_KEYS = ibis.schema(
+    {
+        "erasure_id": "string",
+        "kind": "string",
+        "key_hash": "string",
+        "erased_at": "timestamp",
+    }
+)
+
+# What erased people's orders and events leave behind: anonymous sums per day × kind ×
+# channel (orders) or type (events), merged into the existing row so no row is one person's.
+ERASED_TOTALS = ibis.schema(
+    {
+        "day": "date",
+        "kind": "string",
+        "category": "string",
+        "rows": "int64",
+        "amount": "float64",
+        "quantity": "float64",
+    }
+)
+
+# The workspace's random salt for the erasure hashes (one row).
+PRIVACY_SALT = ibis.schema({"salt": "string", "created_at": "timestamp"})
+
 TABLES: dict[str, ibis.Schema] = {
     "customers": CUSTOMERS,
     "orders": ORDERS,
@@ -350,7 +477,90 @@ TABLES: dict[str, ibis.Schema] = {
     "deliveries": DELIVERIES,
     "api_tokens": API_TOKENS,
     "audit_log": AUDIT_LOG,
+    "consents": CONSENTS,
+    "field_classes": FIELD_CLASSES,
+    "erasures": ERASURES,
+    "erasure_keys": ERASURE_KEYS,
+    "erased_totals": ERASED_TOTALS,
+    "privacy_salt": PRIVACY_SALT,
+    "tags": TAGS,
+    "tag_values": TAG_VALUES,
+    "tag_runs": TAG_RUNS,
+    "campaign_costs": CAMPAIGN_COSTS,
 }
+
+
+# Columns added to a table after workspaces with it existed: ``ensure_tables`` adds them
+# (at the end, NULL in existing rows) when a workspace from before opens.
+ADDED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "segments": ("schedule",),
+    "segment_runs": ("data_as_of",),
+    "api_tokens": ("grants",),
+}
+
+
+STREAM_MEMORY = "128MB"  # DuckDB's memory_limit while a stream is open (Store.batches)
+SORT_ROWS = 1_000_000  # Store.batches sorts results up to this many rows
+_streams = {"open": 0, "before": None}  # open streams share the limit; the last restores it
+_streams_lock = threading.Lock()
+
+
+def _limit_memory(cursor: Any, memory: str) -> None:
+    with _streams_lock:
+        if _streams["open"] == 0:
+            (_streams["before"],) = cursor.execute(
+                "SELECT current_setting('memory_limit')"
+            ).fetchone()
+            cursor.execute("SET memory_limit = $1", [memory])
+        _streams["open"] += 1
+
+
+def _close_cursor(cursor: Any) -> None:
+    """End a stream's read-only transaction and put the memory limit back after the last."""
+    with contextlib.suppress(Exception):
+        cursor.execute("ROLLBACK")
+    with _streams_lock:
+        _streams["open"] -= 1
+        if _streams["open"] == 0:
+            with contextlib.suppress(Exception):
+                cursor.execute("SET memory_limit = $1", [_streams["before"]])
+    with contextlib.suppress(Exception):
+        cursor.close()
+
+
+class BatchStream:
+    """Rows of one query as Arrow record batches: ``rows`` (counted first), then iterate.
+
+    Batches are read as the consumer asks for them; the stream closes itself at the end,
+    or call :meth:`close` (or use ``with``) to stop early.
+    """
+
+    def __init__(self, rows: int, reader: pa.RecordBatchReader, cursor: Any = None) -> None:
+        self.rows = rows
+        self.schema: pa.Schema = reader.schema
+        self._reader = reader
+        self._cursor = cursor
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        try:
+            yield from self._reader
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """End the stream (nothing to keep: it only read) and free its cursor."""
+        cursor, self._cursor = self._cursor, None
+        if cursor is not None:
+            _close_cursor(cursor)
+
+    def __enter__(self) -> BatchStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:  # an abandoned stream still gives its memory limit back
+        self.close()
 
 
 class Store:
@@ -396,6 +606,23 @@ class Store:
         for name, schema in TABLES.items():
             if name not in existing:
                 self.con.create_table(name, schema=schema)
+            elif name in ADDED_COLUMNS:
+                self._add_columns(name, schema, ADDED_COLUMNS[name])
+
+    def _add_columns(self, name: str, schema: ibis.Schema, columns: tuple[str, ...]) -> None:
+        import sqlglot as sg
+
+        present = set(self.con.get_schema(name).names)
+        for column in columns:
+            if column in present:
+                continue
+            kind = self.con.compiler.type_mapper.from_ibis(schema[column])
+            statement = sg.exp.Alter(
+                this=sg.table(name, quoted=True),
+                kind="TABLE",
+                actions=[sg.exp.ColumnDef(this=sg.to_identifier(column, quoted=True), kind=kind)],
+            )
+            self.con.raw_sql(statement.sql(self.con.dialect))
 
     def table(self, name: str) -> ibis.Table:
         """A table expression; canonical ones are looked up once per connection.
@@ -427,10 +654,17 @@ class Store:
                 yield
 
     def append(self, name: str, data: pa.Table) -> None:
-        """Append Arrow rows to a canonical table, casting to its schema."""
+        """Append Arrow rows to a canonical table, casting to its schema.
+
+        Columns the data lacks are left empty (NULL): a writer that predates a column added
+        to the schema keeps working.
+        """
         if data.num_rows == 0:
             return
         schema = TABLES[name].to_pyarrow()
+        for field in schema:
+            if field.name not in data.column_names:
+                data = data.append_column(field.name, pa.nulls(data.num_rows, field.type))
         data = data.select(schema.names).cast(schema)
         if self.is_duckdb:
             self.duck.register("_kequn_append", data)
@@ -486,6 +720,45 @@ class Store:
         ``params`` fill ``$name`` placeholders: one compiled query serves many values.
         """
         return self.duck.execute(sql, params or {}).to_arrow_table()
+
+    def batches(
+        self,
+        expr: ibis.Table,
+        *,
+        order_by: Sequence[str] = (),
+        sort_rows: int = SORT_ROWS,
+        batch_size: int = 65_536,
+        memory: str = STREAM_MEMORY,
+    ) -> BatchStream:
+        """Stream an expression's rows as Arrow record batches, with the row count first.
+
+        For exports of any size: the rows are counted and then read in one snapshot (a
+        transaction on a cursor of its own, so other queries on this connection may run
+        while the stream is read) and never held whole in memory. ``order_by`` sorts up to
+        ``sort_rows`` rows; larger results come in storage order, since sorting them would
+        cost memory or a second pass. On DuckDB the database's ``memory_limit`` is ``memory``
+        while any stream is open (joins spill to DuckDB's temp folder, scanned blocks are
+        not cached), and is put back when the last one closes: queries running alongside a
+        long export may spill too. Close the stream (or read it to the end).
+        """
+        if not self.is_duckdb:
+            total = int(expr.count().execute())
+            if order_by and total <= sort_rows:
+                expr = expr.order_by(list(order_by))
+            return BatchStream(total, expr.to_pyarrow_batches(chunk_size=batch_size))
+        sql = str(self.con.compile(expr))
+        cursor = self.duck.cursor()
+        _limit_memory(cursor, memory)
+        try:
+            cursor.execute("BEGIN TRANSACTION")
+            (total,) = cursor.execute(f"SELECT count(*) FROM ({sql})").fetchone()
+            if order_by and total <= sort_rows:
+                sql = str(self.con.compile(expr.order_by(list(order_by))))
+            reader = cursor.execute(sql).to_arrow_reader(batch_size)
+        except BaseException:
+            _close_cursor(cursor)
+            raise
+        return BatchStream(int(total), reader, cursor)
 
     def close_intervals(self, rows: pa.Table) -> None:
         """Set ``exited_at`` on the open memberships named by ``rows``.

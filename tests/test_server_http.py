@@ -56,7 +56,7 @@ def test_event_to_membership_over_http(server):
                 ]
             },
         )
-        assert r.json() == {"accepted": 2, "duplicates": 0, "duplicate_ids": []}
+        assert r.json() == {"accepted": 2, "duplicates": 0, "duplicate_ids": [], "erased_ids": []}
         assert wait_for(lambda: members(c, "cart") == {"C1"})
         r = c.post("/v1/orders", json={"order_id": "o1", "customer_id": "C1", "amount": 99.5})
         assert r.status_code == 200, r.text
@@ -73,7 +73,12 @@ def test_retried_request_is_accepted_once(server):
     with server.client() as c:
         assert c.post("/v1/events", json=batch).json()["accepted"] == 3
         again = c.post("/v1/events", json=batch).json()
-        assert again == {"accepted": 0, "duplicates": 3, "duplicate_ids": ["e0", "e1", "e2"]}
+        assert again == {
+            "accepted": 0,
+            "duplicates": 3,
+            "duplicate_ids": ["e0", "e1", "e2"],
+            "erased_ids": [],
+        }
 
 
 def test_bad_requests_say_what_and_where(server):

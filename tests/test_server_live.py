@@ -177,3 +177,47 @@ def test_crash_before_recording_is_replayed(ws):
     assert [(t.customer_id, t.kind) for t in moves] == [("C1", "enter")]
     assert again.journal.processed() == again.journal.seq
     assert Service(ws, clock=clock).process() == []
+
+
+def test_scheduled_refresh_runs_in_the_service(ws):
+    clock = Clock(START)
+    service = Service(ws, clock=clock)
+    service.save_segment(Segment("hourly", "count(orders, ever) > 0", schedule="1h"))
+    assert service.refresh_scheduled() == []  # just evaluated
+    clock.now = START + timedelta(minutes=59)
+    assert service.refresh_scheduled() == []
+    clock.now = START + timedelta(hours=1, seconds=1)
+    assert service.refresh_scheduled() == ["hourly"]
+    runs = ws.table("segment_runs").as_of.to_pyarrow().to_pylist()
+    assert runs == [START, START + timedelta(hours=1, seconds=1)]
+
+
+def test_live_interest_tag_moves_a_segment_reading_it(ws, tmp_path):
+    from kequn.tags.catalog import apply_tags, load_tags
+
+    path = tmp_path / "tags.toml"
+    path.write_text(
+        '[[tags]]\nname = "interests"\nsource = "interest"\n'
+        "interest = { events = { add_to_cart = 3 }, threshold = 7 }\n",
+        encoding="utf-8",
+    )
+    apply_tags(ws, load_tags(path))
+    clock = Clock(START)
+    service = Service(ws, clock=clock)
+
+    def cart(eid: str, cid: str) -> dict:
+        return {**event(eid, cid, "add_to_cart", START), "properties": '{"category": "美妆"}'}
+
+    service.submit(events=[cart(f"b{i}", "C2") for i in range(3)])  # 9 >= 7: an interest
+    from kequn.tags.values import refresh_tags
+
+    refresh_tags(ws, ["interests"], START)  # the tag's first values
+    service.save_segment(Segment("beauty_fans", "tag.interests contains '美妆'"))
+    assert open_members(ws, "beauty_fans") == {"C2"}
+    service.process()
+    carts = [cart(f"c{i}", "C1") for i in range(2)]
+    service.submit(events=carts)  # weight 6 < 7: not yet an interest
+    assert service.process() == []
+    service.submit(events=[cart("c9", "C1")])  # 9 >= 7
+    moves = service.process()
+    assert [(t.segment, t.customer_id, t.kind) for t in moves] == [("beauty_fans", "C1", "enter")]

@@ -16,12 +16,19 @@ from kequn.access.masking import (
     mask_record,
     mask_value,
 )
-from kequn.access.permissions import ACTIONS, ROLES, Principal, allowed, require
-from kequn.access.tokens import authenticate, create_token, list_tokens, revoke_token
+from kequn.access.permissions import ACTIONS, GRANTS, ROLES, Principal, allowed, require
+from kequn.access.tokens import (
+    authenticate,
+    create_token,
+    list_tokens,
+    revoke_token,
+    token_principal,
+)
 from kequn.errors import AuthError, PermissionDenied
 
 __all__ = [
     "ACTIONS",
+    "GRANTS",
     "PERSONAL_FIELDS",
     "ROLES",
     "AuthError",
@@ -42,6 +49,7 @@ __all__ = [
     "mask_value",
     "require",
     "revoke_token",
+    "token_principal",
 ]
 
 

@@ -18,6 +18,7 @@ from kequn.access.permissions import Principal, allowed
 
 __all__ = [
     "PERSONAL_FIELDS",
+    "class_of",
     "mask_email",
     "mask_id_number",
     "mask_phone",
@@ -121,12 +122,76 @@ def _mask_attributes(value: object) -> object:
     return value
 
 
-def mask_record(record: Mapping[str, Any], principal: Principal | None) -> dict[str, Any]:
+def mask_text(value: object) -> object:
+    """A personal value with no particular shape (a name, an address): first character kept."""
+    if value is None or value == "":
+        return value
+    text = str(value)
+    return text[0] + "*" * (len(text) - 1) if len(text) > 1 else "*"
+
+
+def class_of(field: str, classes: Mapping[str, str]) -> str:
+    """A field's class: the registry's (keys normalised), else personal for the fields
+    :data:`PERSONAL_FIELDS` names, else public."""
+    key = _norm(field)
+    found = classes.get(key)
+    if found is not None:
+        return found
+    return "personal" if key in PERSONAL_FIELDS else "public"
+
+
+def _by_class(data: Mapping[str, Any], who: Principal, classes: Mapping[str, str]) -> dict:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        kind = class_of(key, classes)
+        if kind == "sensitive" and not who.may_read("sensitive"):
+            continue  # hidden: not even masked
+        if key == "attributes" and isinstance(value, str) and value.strip():
+            try:
+                parsed = json.loads(value)
+            except ValueError:
+                parsed = None
+            if isinstance(parsed, dict):
+                out[key] = json.dumps(_by_class(parsed, who, classes), ensure_ascii=False)
+                continue
+        if isinstance(value, Mapping):
+            out[key] = _by_class(value, who, classes)
+        elif isinstance(value, list):
+            out[key] = [
+                _by_class(v, who, classes)
+                if isinstance(v, Mapping)
+                else _mask_one(key, v, kind, who)
+                for v in value
+            ]
+        else:
+            out[key] = _mask_one(key, value, kind, who)
+    return out
+
+
+def _mask_one(key: str, value: object, kind: str, who: Principal) -> object:
+    if kind != "personal" or who.may_read("personal"):
+        return value
+    masker = PERSONAL_FIELDS.get(_norm(key), mask_text)
+    return masker(value)
+
+
+def mask_record(
+    record: Mapping[str, Any],
+    principal: Principal | None,
+    classes: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     """A copy of ``record`` as ``principal`` may see it.
 
-    Roles with ``read_personal`` see everything; others (and ``None``) get the personal
-    fields masked, including those inside ``attributes`` (a JSON string stays a string).
+    Without ``classes``: roles with ``read_personal`` see everything; others (and ``None``)
+    get the personal fields masked, including those inside ``attributes`` (a JSON string
+    stays a string). With ``classes`` (field → public/personal/sensitive, the workspace's
+    registry, see :func:`kequn.privacy.field_classes`): personal fields are masked unless
+    the principal may read them, and sensitive ones are left out unless it holds the
+    ``sensitive`` grant (admins always), at any depth.
     """
+    if classes is not None:
+        who = principal or Principal("anonymous", "viewer")
+        return _by_class(record, who, classes)
     if principal is not None and allowed(principal, "read_personal"):
         return dict(record)
     out = _mask_mapping({k: v for k, v in record.items() if k != "attributes"})

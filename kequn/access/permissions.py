@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from kequn.errors import InputError, PermissionDenied, closest
 
-__all__ = ["ACTIONS", "ROLES", "Principal", "allowed", "require"]
+__all__ = ["ACTIONS", "GRANTS", "ROLES", "Principal", "allowed", "require"]
 
 ACTIONS: tuple[str, ...] = ("read", "read_personal", "ingest", "write_rules", "export", "admin")
 
@@ -23,13 +23,27 @@ ROLES: dict[str, frozenset[str]] = {
     "ingest": frozenset({"ingest"}),
 }
 
+# Field-class grants a token may carry on top of its role (docs/privacy.md): ``sensitive``
+# reads and uses sensitive fields (admins always may); ``personal`` shows personal fields
+# unmasked to a role without ``read_personal``.
+GRANTS: tuple[str, ...] = ("personal", "sensitive")
+
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is asking: a token's name and role (or the local CLI user, an admin)."""
+    """Who is asking: a token's name, role and grants (or the local CLI user, an admin)."""
 
     name: str
     role: str
+    grants: frozenset[str] = frozenset()
+
+    def may_read(self, field_class: str) -> bool:
+        """Whether values of this class (public, personal, sensitive) are shown in clear."""
+        if field_class == "sensitive":
+            return self.role == "admin" or "sensitive" in self.grants
+        if field_class == "personal":
+            return allowed(self, "read_personal") or bool(self.grants & {"personal", "sensitive"})
+        return True
 
     @property
     def actor(self) -> str:

@@ -22,7 +22,7 @@ import ibis
 import pyarrow as pa
 
 from kequn.access.audit import _now, audit, local_actor
-from kequn.access.permissions import ROLES, Principal
+from kequn.access.permissions import GRANTS, ROLES, Principal
 from kequn.errors import AuthError, InputError, closest
 from kequn.workspace import Workspace
 
@@ -34,6 +34,7 @@ __all__ = [
     "create_token",
     "list_tokens",
     "revoke_token",
+    "token_principal",
 ]
 
 TOKEN_PREFIX = "kq_"
@@ -70,17 +71,42 @@ def _active(ws: Workspace) -> ibis.Table:
     return t.filter(t.revoked_at.isnull())
 
 
-def create_token(ws: Workspace, name: str, role: str, *, actor: str | None = None) -> str:
+def _check_grants(role: str, grants: tuple[str, ...] | list[str]) -> str | None:
+    """The grants as stored (sorted, comma-separated), after checking them."""
+    for grant in grants:
+        if grant not in GRANTS:
+            raise InputError(
+                f"unknown grant {grant!r}{closest(grant, GRANTS)} (grants: {', '.join(GRANTS)})"
+            )
+    if grants and role == "ingest":
+        raise InputError("role 'ingest' reads nothing, so grants do not apply to it")
+    return ",".join(sorted(set(grants))) or None
+
+
+def _grants(text: str | None) -> frozenset[str]:
+    return frozenset(g for g in (text or "").split(",") if g)
+
+
+def create_token(
+    ws: Workspace,
+    name: str,
+    role: str,
+    *,
+    actor: str | None = None,
+    grants: tuple[str, ...] | list[str] = (),
+) -> str:
     """Create a token and return its secret; this is the only time the secret exists.
 
     ``name`` identifies the token in listings and the audit log and must not name another
     active token. ``actor`` is who creates it (default: the local user, ``cli:USER``).
+    ``grants`` add field classes to the role (``sensitive``, ``personal``; docs/privacy.md).
     """
     if not isinstance(name, str) or not _NAME.match(name):
         raise InputError(
             f"token name {name!r}: use 1 to 64 letters, digits or . _ - @ : (no spaces)"
         )
     _check_role(role)
+    stored_grants = _check_grants(role, list(grants))
     actor = actor or local_actor()
     t = _active(ws)
     if t.filter(t.name == name).count().execute():
@@ -101,10 +127,12 @@ def create_token(ws: Workspace, name: str, role: str, *, actor: str | None = Non
                     "created_at": pa.array([_now(ws)], pa.timestamp("us")),
                     "created_by": [actor],
                     "revoked_at": pa.array([None], pa.timestamp("us")),
+                    "grants": pa.array([stored_grants], pa.string()),
                 }
             ),
         )
-        audit(ws, actor, "token.create", name, {"role": role, "prefix": token[:_SHOWN]})
+        detail = {"role": role, "prefix": token[:_SHOWN], "grants": stored_grants or ""}
+        audit(ws, actor, "token.create", name, detail)
     return token
 
 
@@ -122,7 +150,14 @@ def list_tokens(ws: Workspace, *, include_revoked: bool = True) -> list[dict[str
     joined = t.left_join(used, t.name == used.target)
     rows = (
         joined.select(
-            "name", "role", "prefix", "created_at", "created_by", "revoked_at", "last_used_at"
+            "name",
+            "role",
+            "grants",
+            "prefix",
+            "created_at",
+            "created_by",
+            "revoked_at",
+            "last_used_at",
         )
         .order_by(["created_at", "name"])
         .to_pyarrow()
@@ -133,7 +168,20 @@ def list_tokens(ws: Workspace, *, include_revoked: bool = True) -> list[dict[str
         if row["last_used_at"] is not None and row["last_used_at"] < row["created_at"]:
             row["last_used_at"] = None
         row["active"] = row["revoked_at"] is None
+        row["grants"] = sorted(_grants(row["grants"]))
     return rows
+
+
+def token_principal(ws: Workspace, name: str) -> Principal | None:
+    """The active token ``name`` as a principal (role and grants), None when there is none.
+
+    For things done later on a token's behalf, such as a trigger's ``owner``.
+    """
+    t = _active(ws)
+    rows = t.filter(t.name == name).select("role", "grants").to_pyarrow().to_pylist()
+    if not rows:
+        return None
+    return Principal(name, rows[0]["role"], _grants(rows[0]["grants"]))
 
 
 def revoke_token(ws: Workspace, name: str, *, actor: str | None = None) -> None:
@@ -163,12 +211,12 @@ def revoke_token(ws: Workspace, name: str, *, actor: str | None = None) -> None:
 
 def _lookup(ws: Workspace, token: str, digest: str) -> Principal | None:
     t = _active(ws)
-    candidates = t.filter(t.prefix == token[:_SHOWN]).select("name", "role", "token_hash")
+    candidates = t.filter(t.prefix == token[:_SHOWN]).select("name", "role", "token_hash", "grants")
     found = None
     for row in candidates.to_pyarrow().to_pylist():
         # constant time per comparison; every candidate is compared
         if hmac.compare_digest(row["token_hash"], digest):
-            found = Principal(row["name"], row["role"])
+            found = Principal(row["name"], row["role"], _grants(row["grants"]))
     return found
 
 

@@ -67,6 +67,8 @@ __all__ = [
 ]
 
 STATUSES = ("pending", "sent", "dead", "holdout", "capped")
+# no consent for the trigger's channel (kequn/privacy): recorded with the reason, never sent
+NO_CONSENT = "no_consent"
 BACKOFF_BASE = 2.0  # seconds before the first retry
 BACKOFF_MAX = 3600.0  # no wait longer than an hour
 JITTER = 0.2  # ±20 %, so a receiver coming back is not hit by every retry at once
@@ -195,8 +197,18 @@ def enqueue(
     customers = sorted({str(c.transition.customer_id) for c in candidates})
     profiles = _profiles(ws, customers)
     assignments = _assign(ws, candidates, customers)
+    _apply_consent(ws, candidates)
     _apply_caps(ws, candidates, customers, now)
-    rows = [_row(c, profiles.get(str(c.transition.customer_id), {}), now) for c in candidates]
+    hidden = _hidden_fields(ws, {c.trigger.name: c.trigger for c in candidates}.values())
+    rows = [
+        _row(
+            c,
+            profiles.get(str(c.transition.customer_id), {}),
+            now,
+            hidden.get(c.trigger.name, frozenset()),
+        )
+        for c in candidates
+    ]
     columns = {name: [r[name] for r in rows] for name in rows[0]}
     table = pa.table(columns)
     ws.store.append("deliveries", table)
@@ -254,6 +266,43 @@ def _assign(ws: Workspace, candidates: list[_Candidate], customers: list[str]) -
     return new
 
 
+def _apply_consent(ws: Workspace, candidates: list[_Candidate]) -> None:
+    """Mark candidates without consent for their trigger's channel ``no_consent``, with why
+    (kequn/privacy/consent.py); before caps, so they use no allowance."""
+    from kequn.privacy.consent import allowed_customers, trigger_channel
+
+    by_channel: dict[str, list[_Candidate]] = defaultdict(list)
+    for c in candidates:
+        if c.status in ("pending", "holdout"):
+            channel = trigger_channel(c.trigger.channel, c.trigger.consent)
+            if channel is not None:
+                by_channel[channel].append(c)
+    for channel, group in by_channel.items():
+        verdict = allowed_customers(ws, [str(c.transition.customer_id) for c in group], channel)
+        for c in group:
+            reason = verdict[str(c.transition.customer_id)]
+            if reason is not None:
+                c.status, c.error = NO_CONSENT, reason
+
+
+def _hidden_fields(ws: Workspace, triggers: Iterable[Trigger]) -> dict[str, frozenset[str]]:
+    """Per trigger, the sensitive profile fields its payload leaves out: all of them unless
+    the trigger's ``owner`` token holds the ``sensitive`` grant."""
+    from kequn.access import token_principal
+    from kequn.access.masking import class_of
+    from kequn.privacy.classes import field_classes
+
+    classes = field_classes(ws)
+    sensitive = frozenset(f for f in PROFILE_FIELDS if class_of(f, classes) == "sensitive")
+    if not sensitive:
+        return {}
+    out: dict[str, frozenset[str]] = {}
+    for trig in triggers:
+        owner = token_principal(ws, trig.owner) if trig.owner else None
+        out[trig.name] = frozenset() if owner and owner.may_read("sensitive") else sensitive
+    return out
+
+
 def _apply_caps(
     ws: Workspace, candidates: list[_Candidate], customers: list[str], now: datetime
 ) -> None:
@@ -293,7 +342,9 @@ def _apply_caps(
             counts[pair] += 1
 
 
-def _row(c: _Candidate, profile: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+def _row(
+    c: _Candidate, profile: Mapping[str, Any], now: datetime, hidden: frozenset[str] = frozenset()
+) -> dict[str, Any]:
     tr, trig = c.transition, c.trigger
     payload = {
         "event": f"segment.{tr.kind}",
@@ -304,7 +355,7 @@ def _row(c: _Candidate, profile: Mapping[str, Any], now: datetime) -> dict[str, 
         "trigger": trig.name,
         "variant": c.variant,
         "idempotency_key": c.key,
-        "customer": {f: profile.get(f) for f in PROFILE_FIELDS},
+        "customer": {f: profile.get(f) for f in PROFILE_FIELDS if f not in hidden},
     }
     next_at = None
     if c.status == "pending":
@@ -503,7 +554,7 @@ def dispatch_once(
 
 
 def _check_status(status: str | None) -> None:
-    if status is not None and status not in STATUSES:
+    if status is not None and status not in (*STATUSES, NO_CONSENT):
         raise InputError(
             f"unknown delivery status {status!r}{closest(status, STATUSES)} "
             f"(statuses: {', '.join(STATUSES)})"

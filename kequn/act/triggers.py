@@ -94,7 +94,19 @@ TEMPLATE_FIELDS = (
     "action_zh",
     "action_en",
 )
-_TRIGGER_KEYS = ("name", "segment", "on", "channel", "cap", "quiet_hours", "max_attempts")
+_TRIGGER_KEYS = (
+    "name",
+    "segment",
+    "on",
+    "channel",
+    "cap",
+    "quiet_hours",
+    "max_attempts",
+    "consent",
+    "owner",
+)
+# `consent`: the consent channel checked before sending (kequn/privacy; "none": no check)
+CONSENT_VALUES = ("email", "sms", "im", "phone", "none")
 _EXPERIMENT_KEYS = ("name", "arms", "outcome", "window_days", "variants")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _CAP = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([mhdw])\s*$")
@@ -187,9 +199,18 @@ class Trigger:
     quiet_hours: str | None = None
     max_attempts: int = 8
     experiment: Experiment | None = None
+    consent: str | None = None  # consent channel to check; None: by channel (docs/privacy.md)
+    owner: str | None = None  # token whose grants decide what the payload may carry
 
     def __post_init__(self) -> None:
         where = f"trigger {self.name!r}"
+        if self.consent is not None and self.consent not in CONSENT_VALUES:
+            raise InputError(
+                f"{where}: consent = {self.consent!r}{closest(str(self.consent), CONSENT_VALUES)}"
+                f" (use one of {', '.join(CONSENT_VALUES)})"
+            )
+        if self.owner is not None and not isinstance(self.owner, str):
+            raise InputError(f"{where}: owner must be a token name, got {self.owner!r}")
         if not self.name or not isinstance(self.name, str):
             raise InputError(f"a trigger needs a `name`, got {self.name!r}")
         if not self.segment or not isinstance(self.segment, str):
@@ -247,6 +268,8 @@ class Trigger:
             "quiet_hours": self.quiet_hours,
             "max_attempts": self.max_attempts,
             "experiment": None,
+            "consent": self.consent,
+            "owner": self.owner,
         }
         if self.experiment is not None:
             e = self.experiment
@@ -283,6 +306,8 @@ class Trigger:
             quiet_hours=config.get("quiet_hours"),
             max_attempts=int(config.get("max_attempts", 8)),
             experiment=experiment,
+            consent=config.get("consent"),
+            owner=config.get("owner"),
         )
 
 
@@ -489,6 +514,8 @@ def _parse(data: Mapping[str, Any], source: str) -> list[Trigger]:
                     quiet_hours=table.get("quiet_hours"),
                     max_attempts=table.get("max_attempts", 8),
                     experiment=experiment,
+                    consent=table.get("consent"),
+                    owner=table.get("owner"),
                 )
             )
         except InputError as exc:

@@ -16,13 +16,17 @@ from kequn.cli import (
     cluster,
     clv,
     data,
+    economics,
     experiment,
     health,
     lifecycle,
     persona,
+    privacy,
     rfm,
+    schedule,
     segment,
     serve,
+    tags,
 )
 
 app = typer.Typer(
@@ -46,6 +50,7 @@ for module in (
     clv,
     churn,
     segment,
+    schedule,
     cluster,
     persona,
     lifecycle,
@@ -54,6 +59,9 @@ for module in (
     act,
     experiment,
     access,
+    privacy,
+    tags,
+    economics,
 ):
     module.register(app)
 

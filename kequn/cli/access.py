@@ -46,6 +46,14 @@ def create_cmd(
         str,
         typer.Option("--role", help="admin, analyst, viewer or ingest.", show_default=False),
     ],
+    grant: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--grant",
+            help="Field class the token may read and use: sensitive or personal; repeatable.",
+            show_default=False,
+        ),
+    ] = None,
     workspace: WorkspaceOpt = None,
     json_: JsonOpt = False,
 ) -> None:
@@ -53,10 +61,11 @@ def create_cmd(
     from kequn.access import create_token
     from kequn.workspace import open_workspace
 
+    grants = sorted(set(grant or []))
     with open_workspace(workspace) as ws:
-        token = create_token(ws, name, role)
+        token = create_token(ws, name, role, grants=grants)
     if json_:
-        print_json({"name": name, "role": role, "token": token})
+        print_json({"name": name, "role": role, "grants": grants, "token": token})
         return
     err_console.print(
         f"created token {escape(name)!r} with role {escape(role)!r}. Store it now: it is "
@@ -92,7 +101,7 @@ def list_cmd(
     for r in rows:
         table.add_row(
             escape(r["name"]),
-            r["role"],
+            r["role"] + "".join(f" +{g}" for g in r["grants"]),
             r["prefix"] + "…",
             _fmt(r["created_at"]),
             escape(r["created_by"] or "-"),

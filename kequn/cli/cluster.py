@@ -66,7 +66,35 @@ def _print_run(run) -> None:
             f"({r.rule_size:,} selected by the rule)"
         )
         console.print(f"  {escape(r.rule)}", soft_wrap=True)
+    if run.drift is not None:
+        _print_drift(run.drift)
     console.print(f"save one as a segment: kequn cluster save N --as NAME --run {run.run_id}")
+
+
+def _print_drift(drift) -> None:
+    """Ids kept from the previous run, how far each cluster moved, who changed cluster."""
+    console.print(
+        f"compared with run {drift.previous_run} (k={drift.previous_k}): "
+        f"{drift.customers_moved:,} of {drift.customers_compared:,} customers changed cluster "
+        f"({drift.moved_share:.1%}); mean centroid shift {drift.mean_shift_sd:.2f} sd"
+    )
+    table = Table(title="drift since the previous run")
+    for name in ("cluster", "was", "shift (sd)", "moved in", "moved out", "largest change"):
+        table.add_column(name, justify="left" if name == "largest change" else "right")
+    for c in drift.clusters:
+        shift = c["shift"]
+        top = max(shift, key=lambda f: abs(shift[f]), default=None)
+        table.add_row(
+            str(c["cluster"]),
+            "new" if c["previous"] is None else str(c["previous"]),
+            "-" if c["shift_sd"] is None else f"{c['shift_sd']:.2f}",
+            f"{c['moved_in']:,}",
+            f"{c['moved_out']:,}",
+            "" if top is None else f"{escape(top)} {shift[top]:+,.1f}",
+        )
+    console.print(table)
+    for w in drift.warnings:
+        console.print(f"[yellow]warning:[/] {escape(w)}")
 
 
 @cluster_app.callback()
@@ -93,6 +121,14 @@ def cluster_cmd(
         ),  # fmt: skip
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same run).")] = 0,
+    previous: Annotated[
+        str,
+        typer.Option(
+            "--previous",
+            help="Keep the cluster ids of this run (matched by centroids) and report the "
+            "drift since it: 'latest', a run id, or 'none' for fresh numbering.",
+        ),
+    ] = "latest",
     workspace: WorkspaceOpt = None,
     json_: JsonOpt = False,
 ) -> None:
@@ -103,7 +139,7 @@ def cluster_cmd(
     from kequn.workspace import open_workspace
 
     with open_workspace(workspace) as ws:
-        run = cluster(ws, features=features, k=k, as_of=as_of, random_state=seed)
+        run = cluster(ws, features=features, k=k, as_of=as_of, random_state=seed, previous=previous)
     if json_:
         print_json(run.as_dict())
         return

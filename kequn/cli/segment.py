@@ -1,4 +1,4 @@
-"""``kequn segment``: count, apply, list, show, export, overlap, history, migration.
+"""``kequn segment``: count, apply, list, show, export, overlap, history, migration, why, diff.
 
 Thin: every command calls :mod:`kequn.segments` and prints. Rule errors print the message
 with its caret line (escaped, so brackets in a rule are not read as Rich markup) and exit 2.
@@ -90,10 +90,23 @@ def apply_cmd(
     console.print(table)
 
 
+_FRESHNESS = {
+    "missed": "[bold red]MISSED[/]",
+    "due": "[yellow]due[/]",
+    "never": "[yellow]never run[/]",
+    "fresh": "[green]fresh[/]",
+    "unscheduled": "",
+}
+
+
+def _when(moment) -> str:
+    return "" if moment is None else f"{moment:%Y-%m-%d %H:%M}"
+
+
 @segment_app.command("list")
 @handle_errors
 def list_cmd(workspace: WorkspaceOpt = None, json_: JsonOpt = False) -> None:
-    """List stored segments with their latest size and the change since the run before (列表)."""
+    """List stored segments: size, change, when evaluated against which data, schedule (列表)."""
     from kequn.segments import list_segments
 
     with _open(workspace) as ws:
@@ -104,24 +117,36 @@ def list_cmd(workspace: WorkspaceOpt = None, json_: JsonOpt = False) -> None:
     if not rows:
         console.print("no segments yet; define some in a file and run `kequn segment apply FILE`")
         return
+    scheduled = any(r["schedule"] for r in rows)
     table = Table()
-    for name in ("segment", "label", "size", "change", "as of", "owner", "tags"):
+    columns = ("segment", "label", "size", "change", "as of\ndata to")
+    for name in (*columns, *(("schedule",) if scheduled else ()), "owner", "tags"):
         table.add_column(name, justify="right" if name in ("size", "change") else "left")
     for r in rows:
         label = " / ".join(x for x in (r["label_zh"], r["label_en"]) if x)
         size = "-" if r["size"] is None else f"{r['size']:,}"
         change = "" if r["change"] is None else f"{r['change']:+,}"
-        at = "" if r["as_of"] is None else f"{r['as_of']:%Y-%m-%d %H:%M}"
+        when = _when(r["as_of"]) + (
+            "" if r["data_as_of"] is None else f"\n{_when(r['data_as_of'])}"
+        )
+        plan = [escape(r["schedule"] or ""), _FRESHNESS[r["freshness"]]]
         table.add_row(
             escape(r["name"]),
             escape(label),
             size,
             change,
-            at,
+            when,
+            *(("\n".join(p for p in plan if p),) if scheduled else ()),
             escape(r["owner"] or ""),
             escape(", ".join(r["tags"])),
         )
     console.print(table)
+    missed = [r["name"] for r in rows if r["missed"]]
+    if missed:
+        console.print(
+            f"[bold red]{len(missed)} segment(s) missed a scheduled refresh:[/] "
+            f"{escape(', '.join(missed))}; `kequn schedule` shows when each was due"
+        )
 
 
 @segment_app.command("show")
@@ -172,7 +197,9 @@ def show_cmd(
 @handle_errors
 def export_cmd(
     name: Annotated[str, typer.Argument(help="Segment name.")],
-    out: Annotated[Path, typer.Option("--out", help="File to write: .csv .xlsx .parquet .json")],
+    out: Annotated[
+        Path, typer.Option("--out", help="File to write: .csv .xlsx .parquet .json .jsonl")
+    ],
     columns: Annotated[
         str | None,
         typer.Option(help="Customer columns, comma-separated (default: id, name, city, …)."),
@@ -181,12 +208,45 @@ def export_cmd(
     workspace: WorkspaceOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Write a segment's members to a file; with --as-of, evaluate the rule afresh (导出)."""
+    """Write a segment's members to a file, streamed; with --as-of, evaluate afresh (导出).
+
+    The rows are counted first and shown, then written with a progress bar (on a terminal).
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
     from kequn.segments import export_segment
 
     cols = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
-    with _open(workspace) as ws:
-        n = export_segment(ws, name, out, columns=cols, as_of=as_of)
+    bar = Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=json_ or not console.is_terminal,
+    )
+    task = bar.add_task("exporting", total=None)
+
+    def counted(rows: int) -> None:
+        if not json_:
+            console.print(f"exporting {rows:,} customers to {escape(str(out))}")
+        bar.update(task, total=rows)
+        bar.start()
+
+    try:
+        with _open(workspace) as ws:
+            n = export_segment(
+                ws,
+                name,
+                out,
+                columns=cols,
+                as_of=as_of,
+                on_count=counted,
+                progress=lambda done: bar.advance(task, done),
+            )
+    finally:
+        bar.stop()
     if json_:
         print_json({"segment": name, "out": str(out), "rows": n})
         return
@@ -297,3 +357,115 @@ def migration_cmd(
         "[dim]each cell counts customers in the row's segment at --from and the column's at "
         "--to; (none): in none of these segments[/]"
     )
+
+
+@segment_app.command("why")
+@handle_errors
+def why_cmd(
+    name: Annotated[str, typer.Argument(help="Segment name (or a rule in quotes).")],
+    customer: Annotated[str, typer.Argument(help="Customer id (or a source id, e-mail or phone).")],
+    as_of: AsOfOpt = None,
+    workspace: WorkspaceOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Why a customer is in a segment or not: each condition with its actual value (原因)."""
+    from kequn.segments.trace import why
+
+    with _open(workspace) as ws:
+        trace = why(ws, name, customer, as_of)
+    if json_:
+        print_json(trace.as_dict())
+        return
+    verdict = "[green]member[/]" if trace.member else "[red]not a member[/]"
+    title = escape(trace.segment or trace.rule)
+    console.print(
+        f"customer [bold]{escape(trace.customer_id)}[/]: {verdict} of {title} "
+        f"at {trace.as_of:%Y-%m-%d %H:%M}"
+    )
+    for line in trace.root.lines():
+        console.print(escape(line), soft_wrap=True)
+    rec = trace.recorded
+    if rec is None:
+        return
+    if rec["member"] is None:
+        console.print("[dim]history: the segment had not been evaluated by then[/]")
+        return
+    if rec["interval"] is not None:
+        span = rec["interval"]
+        until = "now" if span["exited_at"] is None else _when(span["exited_at"])
+        said = f"member from {_when(span['entered_at'])} until {until}"
+    else:
+        said = "not a member"
+    console.print(f"[dim]history (run of {_when(rec['run'])}):[/] {said}")
+    if rec["member"] != trace.member:
+        console.print(
+            "[yellow]the history differs from the rule on today's data: the rule or the data "
+            "changed after that run[/]"
+        )
+
+
+@segment_app.command("diff")
+@handle_errors
+def diff_cmd(
+    file: Annotated[Path, typer.Argument(help="Segment file (.toml, or .yaml with PyYAML).")],
+    as_of: AsOfOpt = None,
+    show: Annotated[
+        int, typer.Option("--show", help="Customer ids to list per entering/leaving group.")
+    ] = 10,
+    workspace: WorkspaceOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Dry run of `apply FILE`: who would enter and leave, which triggers would fire (预览)."""
+    from kequn.segments.diff import diff_segments
+
+    with _open(workspace) as ws:
+        data = diff_segments(ws, file, as_of, show=show)
+    if json_:
+        print_json(data)
+        return
+    table = Table(title=f"if applied at {data['as_of']:%Y-%m-%d %H:%M} (nothing was written)")
+    for col in ("segment", "status", "before", "after", "enter", "leave"):
+        table.add_column(col, justify="left" if col in ("segment", "status") else "right")
+    for r in data["segments"]:
+        status = r["status"] + (f" ({', '.join(r['changes'])})" if r["changes"] else "")
+        table.add_row(
+            escape(r["segment"]),
+            escape(status),
+            f"{r['before']:,}",
+            f"{r['after']:,}",
+            f"+{r['enter']:,}",
+            f"-{r['leave']:,}",
+        )
+    console.print(table)
+    for r in data["segments"]:
+        for key, sign in (("entering", "+"), ("leaving", "-")):
+            ids = r[key]
+            total = r["enter" if key == "entering" else "leave"]
+            if ids:
+                more = f" … and {total - len(ids):,} more" if total > len(ids) else ""
+                console.print(f"{sign} {escape(r['segment'])}: {escape(', '.join(ids))}{more}")
+    if data["absent"]:
+        console.print(
+            f"[dim]stored but not in the file (apply leaves them as they are): "
+            f"{escape(', '.join(data['absent']))}[/]"
+        )
+    if data["triggers"]:
+        table = Table(title="triggers")
+        for col in ("trigger", "segment", "on", "channel", "transitions", "holdout", "messages"):
+            table.add_column(
+                col, justify="right" if col in ("transitions", "holdout", "messages") else "left"
+            )
+        for t in data["triggers"]:
+            messages = f"{t['messages']:,}" + (" (at most: cap)" if t["cap"] else "")
+            if t["baseline"]:
+                messages = "0 (first evaluation is the baseline)"
+            table.add_row(
+                escape(t["trigger"]),
+                escape(t["segment"]),
+                t["on"],
+                t["channel"],
+                f"{t['transitions']:,}",
+                f"{t['holdout']:,}",
+                messages,
+            )
+        console.print(table)

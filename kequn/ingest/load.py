@@ -30,6 +30,7 @@ from kequn.ingest.identity import resolve
 from kequn.ingest.mapping import KINDS, map_columns
 from kequn.ingest.readers import Source, expand, open_source
 from kequn.ingest.stage import check_orders, create_stage, deduplicate, stage_file
+from kequn.privacy.tombstones import detect_personal, mark_erased
 from kequn.workspace import Workspace
 
 Q = parse.quote_ident
@@ -65,6 +66,8 @@ class ImportReport:
     customers_matched: int = 0
     customers_merged_by: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    # columns kept in attributes/properties that look personal: {column: {class, reason}}
+    personal_fields: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def quarantined_total(self) -> int:
@@ -154,6 +157,7 @@ def import_files(
         report.duplicates = deduplicate(engine, kind, report.rows_read, keep=keep_duplicates)
         if kind == "orders":
             check_orders(engine)
+        mark_erased(engine, kind)  # rows of erased people: quarantined, never written
         report.quarantined = dict(
             engine.execute(
                 "SELECT _reason, count(*) FROM _stage WHERE _reason IS NOT NULL "
@@ -167,6 +171,10 @@ def import_files(
         try:
             _resolve_customers(engine, kind, source, report)
             _write_quarantine(engine, kind, report)
+            unused = [h for m in mappings for h in m.unused]
+            report.personal_fields = detect_personal(
+                engine, kind, unused, report.import_id, cfg.raw
+            )
             if kind == "customers":
                 _write_customers(engine, report)
             elif kind == "orders":

@@ -9,9 +9,11 @@ punctuation and a trailing unit in brackets), so ``Customer ID``, ``customer_id`
 from __future__ import annotations
 
 import difflib
+import os
 import re
 import unicodedata
 from dataclasses import dataclass
+from typing import Any
 
 from kequn.errors import MappingError
 
@@ -185,3 +187,58 @@ def map_columns(
                 f"name the right one with --map COLUMN={group[0]}"
             )
     return Mapping(fields=chosen, unused=unused)
+
+
+def preview_mapping(
+    kind: str,
+    path: str | os.PathLike,
+    explicit: dict[str, str] | None = None,
+    configured: dict[str, str] | None = None,
+    *,
+    rows: int = 10,
+) -> dict[str, Any]:
+    """What an import of ``path`` would map, before importing: for an upload page to show.
+
+    The same reader and :func:`map_columns` as the import itself, so the preview cannot
+    disagree with it; a mapping that misses a required field is reported in ``error``
+    (with ``mapping`` holding what was found) instead of raised, so the user can fix it.
+    """
+    from pathlib import Path
+
+    from kequn.ingest.readers import open_source
+
+    if kind not in KINDS:
+        raise MappingError(f"unknown import kind {kind!r}; use one of {', '.join(KINDS)}")
+    src = open_source(Path(path))
+    error = None
+    try:
+        mapping = map_columns(kind, src.headers, explicit, configured, source_name="the file")
+        fields, unused = mapping.fields, mapping.unused
+    except MappingError as exc:
+        error = str(exc)
+        partial = {k: v for k, v in (explicit or {}).items() if k in src.headers}
+        by_alias = {a: f for f, aliases in ALIASES[kind].items() for a in aliases}
+        fields = {}
+        for header in src.headers:
+            field = partial.get(header) or by_alias.get(normalise(header))
+            if field and field != "ignore" and field not in fields:
+                fields[field] = header
+        unused = [h for h in src.headers if h not in fields.values()]
+    sample: list[dict[str, Any]] = []
+    for batch in src.batches(None):
+        for record in batch.slice(0, rows - len(sample)).to_pylist():
+            record.pop("_row", None)
+            sample.append(record)
+        if len(sample) >= rows:
+            break
+    return {
+        "kind": kind,
+        "format": src.format,
+        "encoding": src.encoding,
+        "headers": src.headers,
+        "fields": fields_of(kind),
+        "mapping": fields,
+        "unused": unused,
+        "error": error,
+        "rows": sample,
+    }

@@ -11,7 +11,7 @@ mean over the measured ones, the weights re-normalised and shown:
   (1 − quarantined)``, each rate the worst among the fields or tables read;
 * ``timeliness`` — how far the data's newest row (of the tables the rule reads) lies after
   the segment's last evaluation: 100 when none, falling linearly to 0 at twice
-  ``staleness_days``;
+  ``staleness_days``; 0 when the segment missed a scheduled refresh;
 * ``strategy_fit`` — members in a campaign arm against the control group (``holdout``) in
   ``experiment_assignments``: ``100 × Φ(z)`` of a two-proportion z-test on conversion;
 * ``perception`` — NPS (0–10 answers: promoters 9–10 minus detractors 0–6, as a share) mapped
@@ -766,13 +766,28 @@ def _segment_health(
     opts: dict[str, float],
     as_of: object,
     reader: _Reader,
+    missed: dict[str, Any] | None = None,
 ) -> SegmentHealth:
     last, size = run if run is not None else (None, None)
     quality = data_quality(ws, rule, _reader=reader)
     fresh = timeliness(ws, rule, last, opts["staleness_days"], _reader=reader)
+    if missed is not None:  # a missed scheduled refresh: stale whatever the data did
+        summary = f"missed its {missed['schedule']} refresh due at {missed['due']:%Y-%m-%d %H:%M}"
+        details = {**fresh.details, "missed_refresh": missed["due"].isoformat()}
+        fresh = Component("timeliness", 0.0, summary, details)
     fit = _fit_component(ws, name, as_of)
     perception = customer_perception(ws, name, _reader=reader)
     warnings: list[HealthWarning] = []
+    if missed is not None:
+        warnings.append(
+            HealthWarning(
+                "missed_refresh",
+                (name,),
+                f"segment {name!r} {fresh.summary}; its members are as of {last:%Y-%m-%d %H:%M}",
+                "run `kequn serve` (it runs scheduled refreshes) or `kequn segment apply FILE`; "
+                "`kequn schedule` lists every missed refresh",
+            )
+        )
     if last is None:
         warnings.append(
             HealthWarning(
@@ -842,8 +857,12 @@ def health(ws: Workspace, segment: str | None = None, *, as_of: object = None) -
     runs = _runs(ws)
     reader = _Reader(ws)
     chosen = [segment] if segment is not None else names
+    from kequn.segments.refresh import missed_refreshes
+
+    missed = missed_refreshes(ws, as_of)
     reports = tuple(
-        _segment_health(ws, n, rules[n], runs.get(n), opts, as_of, reader) for n in chosen
+        _segment_health(ws, n, rules[n], runs.get(n), opts, as_of, reader, missed.get(n))
+        for n in chosen
     )
     warnings: list[HealthWarning] = []
     if len(names) > opts["max_segments"] and segment is None:

@@ -26,6 +26,7 @@ from kequn.errors import InputError
 from kequn.insight.clustering import CustomerKMeans, CustomerKPrototypes
 from kequn.insight.explain import ClusterRule, explain_clusters
 from kequn.insight.features import Feature, feature_matrix, parse_groups
+from kequn.insight.stability import Drift, match_clusters, relabel, warnings_for
 from kequn.insight.tables import CLUSTERS, StoredRun, load_run
 from kequn.segments.timing import resolve_as_of
 from kequn.workspace import Workspace
@@ -48,11 +49,13 @@ class ClusterRun:
     rules: list[ClusterRule]
     customer_ids: np.ndarray = field(repr=False)
     labels: np.ndarray = field(repr=False)
+    drift: Drift | None = None  # against the previous run, when there was one
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready: everything but the per-customer arrays."""
         rules = {r.cluster: r for r in self.rules}
         return {
+            "drift": self.drift.as_dict() if self.drift is not None else None,
             "run_id": self.run_id,
             "as_of": self.as_of.isoformat(),
             "k": self.k,
@@ -115,6 +118,7 @@ def cluster(
     explain: bool = True,
     store: bool = True,
     model: CustomerKMeans | CustomerKPrototypes | None = None,
+    previous: str | None = "latest",
 ) -> ClusterRun:
     """Cluster every customer at ``as_of`` and (by default) explain and store the run.
 
@@ -125,6 +129,12 @@ def cluster(
     (silhouette over 2..8 on a sample) or a number. ``model`` replaces the default estimator
     (settings such as sample sizes). Deterministic for a ``random_state``; pass ``as_of`` for
     reproducible results.
+
+    ``previous``: the run whose ids to keep (``"latest"``, a run id, or None for fresh
+    numbering by size): clusters are matched to its centroids and relabelled, and
+    ``drift`` reports the shifts, the customers who changed cluster and warnings
+    (:mod:`kequn.insight.stability`). Customers are sorted by id before fitting, so the
+    same data in any row order gives the same clusters and ids.
     """
     groups = parse_groups(features)
     k_value = _parse_k(k)
@@ -144,7 +154,14 @@ def cluster(
     if model is None:
         est.log = np.array([f.log for f in fm.features])
     est.fit(fm.values)
+    centroids = est.centroids_
     labels = est.labels_
+    drift = None
+    prior = _previous(ws, previous)
+    if prior is not None:
+        ids, drift = _stabilise(ws, prior, est, fm.features, fm.customer_ids, labels)
+        order = np.argsort(ids)  # row i of the centroids is cluster i again
+        labels, centroids = ids[labels], centroids[order]
     sizes = np.bincount(labels, minlength=est.k_)
     revenue = np.bincount(labels, weights=fm.revenue, minlength=est.k_)
     total_revenue = float(fm.revenue.sum())
@@ -155,9 +172,7 @@ def cluster(
             "share": float(sizes[i] / n),
             "revenue": float(revenue[i]),
             "revenue_share": float(revenue[i] / total_revenue) if total_revenue else 0.0,
-            "centroid": {
-                f.name: _centroid(est.centroids_[i, j], f) for j, f in enumerate(fm.features)
-            },
+            "centroid": {f.name: _centroid(centroids[i, j], f) for j, f in enumerate(fm.features)},
         }
         for i in range(est.k_)
     ]
@@ -178,10 +193,118 @@ def cluster(
         rules=rules,
         customer_ids=fm.customer_ids,
         labels=labels,
+        drift=drift,
     )
     if store:
         _store(ws, run)
     return run
+
+
+def _previous(ws: Workspace, previous: str | None) -> StoredRun | None:
+    if previous is None or previous.lower() == "none":
+        return None
+    if previous == "latest":
+        if ws.table("cluster_runs").count().execute() == 0:
+            return None
+        return load_run(ws)
+    return load_run(ws, previous)
+
+
+def _standardise(est: Any, features: Sequence[Feature], values: np.ndarray) -> np.ndarray:
+    """Original units → the new run's standardised space (numeric features only)."""
+    numeric = np.array([not f.categorical for f in features])
+    z = values[:, numeric].astype("float64", copy=True)
+    log = est.log_
+    z[:, log] = np.log1p(np.clip(z[:, log], 0, None))
+    return (z - est.mean_) / est.scale_
+
+
+def _stabilise(
+    ws: Workspace,
+    prior: StoredRun,
+    est: Any,
+    features: Sequence[Feature],
+    customer_ids: np.ndarray,
+    labels: np.ndarray,
+) -> tuple[np.ndarray, Drift]:
+    """Ids matched to ``prior``'s clusters, and the drift since (see kequn.insight.stability)."""
+    k = int(est.k_)
+    before = {f["name"]: f for f in prior.features}
+    shared = [
+        j
+        for j, f in enumerate(features)
+        if f.name in before and bool(before[f.name].get("levels")) == f.categorical
+    ]
+    prev_rules = sorted(prior.rules, key=lambda r: r["cluster"])
+    prev_ids = [int(r["cluster"]) for r in prev_rules]
+    cur = est.centroids_
+    numeric = [j for j in shared if not features[j].categorical]
+    cat = [j for j in shared if features[j].categorical]
+    # previous centroids in original units, in this run's feature order
+    prev = cur[:1].repeat(len(prev_rules), axis=0).copy() if len(prev_rules) else cur[:0]
+    for i, r in enumerate(prev_rules):
+        for j in numeric:
+            prev[i, j] = float(r["centroid"][features[j].name])
+    z_cur = _standardise(est, features, cur)
+    z_prev = _standardise(est, features, prev)
+    num_cols = [sum(not f.categorical for f in features[:j]) for j in numeric]
+    diff = z_cur[:, None, num_cols] - z_prev[None, :, num_cols]
+    cost = (diff**2).sum(axis=2)
+    for j in cat:
+        mode = np.array([features[j].levels[int(v)] for v in cur[:, j]], dtype=object)
+        old = np.array([r["centroid"][features[j].name] for r in prev_rules], dtype=object)
+        cost = cost + (mode[:, None] != old[None, :])
+    dist = np.sqrt(cost)
+    matching = match_clusters(dist) if shared else {}
+    sizes = np.bincount(labels, minlength=k)
+    ids = relabel(matching, prev_ids, sizes)
+    partner = {int(ids[c]): prev_ids[p] for c, p in matching.items()}  # new id → previous id
+
+    # customers in both runs: did they stay with their cluster's partner?
+    t = ws.table("clusters")
+    old_rows = t.filter(t.run_id == prior.run_id).select("customer_id", "cluster").to_pyarrow()
+    old_ids = np.asarray(old_rows.column("customer_id").to_pylist(), dtype=object)
+    _, here, there = np.intersect1d(customer_ids, old_ids, return_indices=True)
+    new_label = ids[labels[here]]
+    old_label = old_rows.column("cluster").to_numpy()[there]
+    partner_of = np.array([partner.get(int(c), -1) for c in range(k)])
+    moved = partner_of[new_label] != old_label
+    clusters = []
+    weighted = 0.0
+    for c, p in sorted(matching.items(), key=lambda cp: int(ids[cp[0]])):
+        cid = int(ids[c])
+        shift = {features[j].name: float(cur[c, j] - prev[p, j]) for j in numeric}
+        weighted += float(dist[c, p]) * int(sizes[c])
+        clusters.append(
+            {
+                "cluster": cid,
+                "previous": prev_ids[p],
+                "shift_sd": float(dist[c, p]),
+                "shift": shift,
+                "moved_in": int(((new_label == cid) & moved).sum()),
+                "moved_out": int(((old_label == prev_ids[p]) & moved).sum()),
+            }
+        )
+    for c in sorted(set(range(k)) - set(matching), key=lambda c: int(ids[c])):
+        cid = int(ids[c])
+        clusters.append({"cluster": cid, "previous": None, "shift_sd": None, "shift": {},
+                         "moved_in": int(((new_label == cid) & moved).sum()),
+                         "moved_out": 0})  # fmt: skip
+    matched_size = sum(int(sizes[c]) for c in matching)
+    mean_shift = weighted / matched_size if matched_size else 0.0
+    compared, n_moved = len(here), int(moved.sum())
+    drift = Drift(
+        previous_run=prior.run_id,
+        previous_k=prior.k,
+        k=k,
+        features_compared=[features[j].name for j in shared],
+        clusters=clusters,
+        customers_compared=compared,
+        customers_moved=n_moved,
+        mean_shift_sd=mean_shift,
+        warnings=warnings_for(k, prior.k, mean_shift, n_moved / compared if compared else 0.0),
+    )
+    return ids, drift
 
 
 def _store(ws: Workspace, run: ClusterRun) -> None:

@@ -10,6 +10,7 @@ segment's checked rule (so the compiler sees one self-contained tree).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -38,8 +39,11 @@ from kequn.segments.nodes import (
 
 __all__ = [
     "COMPUTED",
+    "CONSENT_CHANNELS",
     "PREDICTED",
     "RFM_FIELDS",
+    "TAG_HEADS",
+    "TAG_TYPES",
     "Catalog",
     "check_rule",
     "default_catalog",
@@ -68,6 +72,13 @@ PREDICTED_BY = {
     "churn_scores": "kequn churn predict",
     "lifecycle_stages": "kequn lifecycle",
 }
+# tag fields: ``tag.NAME`` (or ``标签.NAME``) is the tag's latest stored value at or before
+# as_of (kequn/tags); the catalogue's tag type → the rule language's type
+TAG_HEADS = ("tag", "标签")
+TAG_TYPES = {"flag": "boolean", "category": "text", "number": "number", "score": "number"}
+# consent.<channel>: the customer's latest consent status for it (opt_in, opt_out, or null
+# when none is recorded); see docs/privacy.md
+CONSENT_CHANNELS = ("email", "sms", "im", "phone")
 # the JSON text columns whose keys a rule may name with dots
 JSON_COLUMNS = {"customers": ("attributes",), "orders": (), "events": ("properties",)}
 SOURCE_TABLE = {"orders": "orders", "returns": "orders", "all_orders": "orders", "events": "events"}
@@ -100,6 +111,12 @@ class Catalog:
     rfm: bool = False
     computed: Mapping[str, str] = field(default_factory=lambda: dict(COMPUTED))
     predictions: frozenset[str] = frozenset()  # tables of stored predictions that have rows
+    # fields the rule's author may not use (normalised name → the grant it needs) and who
+    # the author is, for the message; see kequn.privacy.check_rule_grants
+    denied: Mapping[str, str] = field(default_factory=dict)
+    principal: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)  # catalogued tag → tag type
+    tag_values: frozenset[str] = frozenset()  # tags with stored values
 
     @classmethod
     def from_schemas(
@@ -107,6 +124,8 @@ class Catalog:
         schemas: Mapping[str, object],
         rfm: bool = False,
         predictions: frozenset[str] = frozenset(),
+        tags: Mapping[str, str] | None = None,
+        tag_values: frozenset[str] = frozenset(),
     ) -> Catalog:
         def fields(name: str) -> dict[str, str]:
             schema = schemas[name]
@@ -117,6 +136,8 @@ class Catalog:
             tables={"orders": fields("orders"), "events": fields("events")},
             rfm=rfm,
             predictions=predictions,
+            tags=dict(tags or {}),
+            tag_values=tag_values,
         )
 
     def customer_names(self) -> list[str]:
@@ -321,8 +342,34 @@ class _Checker:
             return self.field(node, source)
         raise TypeError(f"cannot check a {type(node).__name__} value")
 
+    def grant(self, node: Field) -> None:
+        """Refuse a field the author lacks the grant for (``Catalog.denied``)."""
+        head, rest = node.path[0], node.path[1:]
+        name = rest[0] if head in JSON_COLUMNS["customers"] and rest else head
+        need = self.catalog.denied.get(re.sub(r"[\s\-]+", "_", name.strip().lower()))
+        if need is None:
+            return
+        who = f"token {self.catalog.principal!r}" if self.catalog.principal else "this caller"
+        raise self.error(
+            f"field {node.dotted!r} is {need}; {who} lacks the {need!r} grant needed to use "
+            f"it in a rule (an admin creates a token with `--grant {need}`)",
+            "sensitive_field",
+            node,
+        )
+
     def field(self, node: Field, source: str | None) -> str:
         head, rest = node.path[0], node.path[1:]
+        if source is None and self.catalog.denied:
+            self.grant(node)
+        if source is None and head == "consent" and "consent" not in self.catalog.customers:
+            if len(rest) != 1 or rest[0] not in CONSENT_CHANNELS:
+                raise self.error(
+                    f"{node.dotted!r}: name a channel, e.g. consent.email = 'opt_in' "
+                    f"(channels: {', '.join(CONSENT_CHANNELS)})",
+                    "unknown_field",
+                    node,
+                )
+            return "text"
         if source is None:
             fields: Mapping[str, str] = {
                 k: v
@@ -331,6 +378,8 @@ class _Checker:
             }
             json_cols = JSON_COLUMNS["customers"]
             where = "customers"
+            if head in TAG_HEADS and head not in fields:
+                return self.tag(node)
             if head in self.catalog.computed and not rest:
                 return self.catalog.computed[head]
             if head in RFM_FIELDS and not rest:
@@ -393,6 +442,27 @@ class _Checker:
             "unknown_field",
             node,
         )
+
+    def tag(self, node: Field) -> str:
+        """``tag.NAME``: a catalogued tag with stored values; its type from the catalogue."""
+        if len(node.path) != 2:
+            raise self.error(
+                f"{node.dotted!r}: name one tag after the dot, e.g. tag.high_intent",
+                "unknown_tag",
+                node,
+            )
+        name = node.path[1]
+        kind = self.catalog.tags.get(name)
+        if kind is None:
+            hint = closest(name, self.catalog.tags) or "; `kequn tag list` shows the tags"
+            raise self.error(f"unknown tag {name!r}{hint}", "unknown_tag", node)
+        if name not in self.catalog.tag_values:
+            raise self.error(
+                f"tag {name!r} has no stored values yet; run `kequn tag refresh {name}` first",
+                "no_tag_values",
+                node,
+            )
+        return TAG_TYPES.get(kind, "text")
 
     def aggregate(self, node: Aggregate) -> str:
         if node.where is not None:

@@ -29,10 +29,12 @@ import ibis.expr.types as ir
 
 from kequn.segments.check import (
     COMPUTED,
+    CONSENT_CHANNELS,
     JSON_COLUMNS,
     PREDICTED,
     RFM_FIELDS,
     SOURCE_TABLE,
+    TAG_HEADS,
     Catalog,
     _Checker,
     parse_temporal,
@@ -104,16 +106,20 @@ def compile_rules(
     rfm_scheme: str = "intl",
     asof_join: bool | None = None,
     as_of_param: ir.TimestampScalar | None = None,
+    values: Mapping[str, Value] | None = None,
 ) -> ir.Table:
     """Many checked rules in one query: ``customer_id`` and one boolean column per name.
 
     All aggregates of all rules over one table share its single ``GROUP BY`` (an aggregate
     used by several rules is computed once), so evaluating 50 segments reads each table once
-    instead of 50 times.
+    instead of 50 times. ``values`` adds a column per name with the value of a customer-level
+    operand (a field or an aggregate, JSON as its text), computed by the same expressions the
+    rules compare: what a why-trace shows next to each condition.
     """
-    if "customer_id" in rules:
+    if "customer_id" in rules or (values and "customer_id" in values):
         raise ValueError("'customer_id' cannot name a rule column")
-    return _Compiler(tables, catalog, as_of, rfm_scheme, asof_join, as_of_param).build(rules)
+    compiler = _Compiler(tables, catalog, as_of, rfm_scheme, asof_join, as_of_param)
+    return compiler.build(rules, values)
 
 
 @dataclass(frozen=True)
@@ -160,10 +166,13 @@ class _Compiler:
 
     # --- the query ----------------------------------------------------------------------------
 
-    def build(self, rules: Mapping[str, Rule]) -> ir.Table:
+    def build(
+        self, rules: Mapping[str, Rule], values: Mapping[str, Value] | None = None
+    ) -> ir.Table:
+        values = values or {}
         c = self.tables["customers"]
         self.c = c
-        nodes = [n for rule in rules.values() for n in _walk(rule)]
+        nodes = [n for item in (*rules.values(), *values.values()) for n in _walk(item)]
         found = list(dict.fromkeys(n for n in nodes if isinstance(n, Aggregate)))
         aggs = [a for a in found if a.then is None]
         sequences = [a for a in found if a.then is not None]
@@ -191,7 +200,22 @@ class _Compiler:
             joins.append(self.rfm())
         for table in dict.fromkeys(PREDICTED[n][0] for n in sorted(names & set(PREDICTED))):
             joins.append(self.predicted(table))
+        tag_names = sorted(
+            {n.path[1] for n in nodes if isinstance(n, Field) and _is_tag(n, self.catalog)}
+        )
+        if tag_names:
+            joins.append(self.tag_values(tag_names))
+        consent = sorted(
+            {n.path[1] for n in nodes if isinstance(n, Field) and _is_consent(n, self.catalog)}
+        )
+        if consent:
+            found_consents = self.consents(consent)
+            if found_consents is not None:
+                joins.append(found_consents)
         exprs = {name: self.rule(rule) for name, rule in rules.items()}
+        for name, node in values.items():
+            value = self.value(node, None)
+            exprs[name] = value.cast("string") if self.kind(node, None) == "json" else value
         joined = c
         for right, pred in joins:
             joined = joined.left_join(right, pred)
@@ -401,6 +425,51 @@ class _Compiler:
             self.computed[f] = p[f"_{f}"]
         return p, self.c.customer_id == p[key]
 
+    def tag_values(self, names: list[str]) -> tuple[ir.Table, ir.BooleanValue]:
+        """Each customer's latest stored value of each tag at or before as_of, one column per
+        tag in one ``GROUP BY``. Values are stored as changes (kequn/tags), so the latest row
+        is the value then; a NULL row is a value that was lost."""
+        t = self.tables["tag_values"]
+        t = t.filter(t.tag.isin(names), self.up_to(t.as_of))
+        latest = ibis.row_number().over(
+            group_by=[t.customer_id, t.tag], order_by=[ibis.desc(t.as_of), ibis.desc(t.computed_at)]
+        )
+        t = t.mutate(_rank=latest).filter(ibis._._rank == 0)
+        metrics: dict[str, ir.Value] = {}
+        for i, name in enumerate(names):
+            mine = t.tag == name
+            kind = self.catalog.tags.get(name)
+            if kind == "flag":
+                metrics[f"_tag{i}"] = t.number.max(where=mine) > 0
+            elif kind in ("number", "score"):
+                metrics[f"_tag{i}"] = t.number.max(where=mine)
+            else:
+                metrics[f"_tag{i}"] = t.value.max(where=mine)
+        grouped = t.group_by(_tag_key=t.customer_id).aggregate(**metrics)
+        for i, name in enumerate(names):
+            self.computed[f"tag.{name}"] = grouped[f"_tag{i}"]
+        return grouped, self.c.customer_id == grouped._tag_key
+
+    def consents(self, channels: list[str]) -> tuple[ir.Table, ir.BooleanValue] | None:
+        """Each customer's latest consent status per channel at or before as_of (kequn/privacy);
+        NULL where none is recorded, and for everyone while the workspace has none."""
+        t = self.tables.get("consents")
+        if t is None:
+            for ch in channels:
+                self.computed[f"consent.{ch}"] = ibis.null().cast("string")
+            return None
+        t = t.filter(t.channel.isin(channels), self.up_to(t.at))
+        latest = ibis.row_number().over(
+            group_by=[t.customer_id, t.channel],
+            order_by=[ibis.desc(t.at), ibis.desc(t.recorded_at)],
+        )
+        t = t.mutate(_rank=latest).filter(ibis._._rank == 0)
+        metrics = {f"_consent_{ch}": t.status.max(where=t.channel == ch) for ch in channels}
+        grouped = t.group_by(_consent_key=t.customer_id).aggregate(**metrics)
+        for ch in channels:
+            self.computed[f"consent.{ch}"] = grouped[f"_consent_{ch}"]
+        return grouped, self.c.customer_id == grouped._consent_key
+
     def aggregate_expr(self, agg: Aggregate, ctx: _Rows) -> ir.Value:
         rows = ctx.table
         ts = rows[_TIME_COLUMN[ctx.name]]
@@ -491,6 +560,10 @@ class _Compiler:
         table = self.c if ctx is None else ctx.table
         if ctx is None and head in self.computed and not rest:
             return self.computed[head]
+        if ctx is None and _is_tag(node, self.catalog):
+            return self.computed[f"tag.{rest[0]}"]
+        if ctx is None and _is_consent(node, self.catalog):
+            return self.computed[f"consent.{rest[0]}"]
         column = table[head]
         json_cols = JSON_COLUMNS["customers" if ctx is None else ctx.name]
         if head in json_cols:
@@ -567,6 +640,22 @@ def _interval(then: Then) -> dict[str, int]:
     if then.unit in ("minute", "hour", "day"):
         return {f"{then.unit}s": then.n}
     raise TypeError(f"unknown sequence unit {then.unit!r}")
+
+
+def _is_tag(node: Field, catalog: Catalog) -> bool:
+    """``tag.NAME`` (a customers column named ``tag`` wins, as in the checker)."""
+    head = node.path[0]
+    return len(node.path) == 2 and head in TAG_HEADS and head not in catalog.customers
+
+
+def _is_consent(node: Field, catalog: Catalog) -> bool:
+    """``consent.CHANNEL`` (a customers column named ``consent`` wins, as in the checker)."""
+    return (
+        len(node.path) == 2
+        and node.path[0] == "consent"
+        and node.path[1] in CONSENT_CHANNELS
+        and "consent" not in catalog.customers
+    )
 
 
 def _source_of(ctx: _Rows) -> str:

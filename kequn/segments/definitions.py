@@ -9,6 +9,7 @@ A file lists segments under ``segments`` (TOML: ``[[segments]]`` tables; YAML: a
     owner = "crm-team"
     tags = ["value", "retention"]
     description = "Spent over ¥1,000 in the last 12 months."
+    schedule = "1d"          # refresh daily; or a cron expression such as "0 6 * * *"
     rule = "sum(orders.amount, last 12 months) > 1000"
 
 TOML is read with the standard library's ``tomllib``; YAML needs PyYAML installed (the
@@ -29,13 +30,14 @@ from kequn.segments.parser import parse_rule
 
 __all__ = ["Segment", "load_segments", "parse_segments"]
 
-_KEYS = ("name", "label_zh", "label_en", "description", "owner", "tags", "rule")
+_KEYS = ("name", "label_zh", "label_en", "description", "owner", "tags", "rule", "schedule")
 _MAX_NAME = 100
 
 
 @dataclass(frozen=True)
 class Segment:
-    """A named rule with bilingual labels, a description, an owner and tags."""
+    """A named rule with bilingual labels, a description, an owner, tags and a refresh
+    schedule (``""``: refreshed only when applied; see :mod:`kequn.segments.schedule`)."""
 
     name: str
     rule: str
@@ -44,9 +46,14 @@ class Segment:
     description: str = ""
     owner: str = ""
     tags: tuple[str, ...] = field(default=())
+    schedule: str = ""
 
     def __post_init__(self) -> None:
         check_name(self.name)
+        if self.schedule:
+            from kequn.segments.schedule import parse_schedule
+
+            parse_schedule(self.schedule, f"segment {self.name!r}: schedule")
         try:
             parse_rule(self.rule)
         except RuleError as exc:
@@ -93,7 +100,7 @@ def parse_segments(data: object, where: str) -> list[Segment]:
         for key in ("name", "rule"):
             if key not in item:
                 raise InputError(f"{here}: {key!r} is missing")
-        for key in ("name", "rule", "label_zh", "label_en", "description", "owner"):
+        for key in ("name", "rule", "label_zh", "label_en", "description", "owner", "schedule"):
             if key in item and not isinstance(item[key], str):
                 raise InputError(f"{here}: {key} must be text, not {item[key]!r}")
         tags = item.get("tags", [])
@@ -114,6 +121,7 @@ def parse_segments(data: object, where: str) -> list[Segment]:
                 description=item.get("description", ""),
                 owner=item.get("owner", ""),
                 tags=tuple(tags),
+                schedule=item.get("schedule", "").strip(),
             )
         )
     return out

@@ -64,7 +64,14 @@ RuleLike = str | Node | Segment
 # --- compiling rules against a workspace --------------------------------------------------------
 
 
-SCORE_TABLES = ("rfm_scores", "clv_scores", "churn_scores", "lifecycle_stages")
+SCORE_TABLES = (
+    "rfm_scores",
+    "clv_scores",
+    "churn_scores",
+    "lifecycle_stages",
+    "tag_values",
+    "consents",  # consent.CHANNEL fields (kequn/privacy)
+)
 PREDICTION_TABLES = ("clv_scores", "churn_scores", "lifecycle_stages")
 
 
@@ -84,10 +91,15 @@ def catalog_for(workspace: Workspace, tables: dict[str, ir.Table] | None = None)
     """The fields this workspace's tables offer (extra imported columns included)."""
     tables = tables or _tables(workspace)
     schemas = {name: tables[name].schema() for name in ("customers", "orders", "events")}
+    from kequn.tags.catalog import tag_fields  # tag.NAME fields (kequn/tags)
+
+    tags, with_values = tag_fields(workspace, "tag_values" in tables)
     return Catalog.from_schemas(
         schemas,
         rfm="rfm_scores" in tables,
         predictions=frozenset(t for t in PREDICTION_TABLES if t in tables),
+        tags=tags,
+        tag_values=with_values,
     )
 
 
@@ -305,10 +317,22 @@ def apply(
             distinct=False,
         )
         evaluated = {row["segment"] for row in last if row["last"] is not None}
+        seen = _newest_row(ws, moment)
         try:
-            return _record(ws, segs, member_sets, label, source, notify, evaluated)
+            return _record(ws, segs, member_sets, label, source, notify, evaluated, seen)
         finally:
             con.drop_table(flag_table, force=True)
+
+
+def _newest_row(ws: Workspace, moment: AsOf) -> datetime | None:
+    """The newest order or event an evaluation at ``moment`` sees: "against which data"."""
+    parts = []
+    for table, column in (("orders", "ordered_at"), ("events", "occurred_at")):
+        t = ws.table(table)
+        ts = t[column]
+        end = ibis.literal(moment.end, type="timestamp")
+        parts.append(t.filter(ts <= end if moment.inclusive else ts < end).select(at=ts))
+    return ibis.union(*parts, distinct=False).at.max().to_pyarrow().as_py()
 
 
 def _record(
@@ -319,10 +343,12 @@ def _record(
     source: str,
     notify: Notify | None = None,
     evaluated: set[str] | frozenset[str] = frozenset(),
+    data_as_of: datetime | None = None,
 ) -> ApplyReport:
     """Write the definitions, runs and membership intervals of one apply, in one transaction.
 
-    ``member_sets`` holds the (segment, customer_id) pairs of this evaluation.
+    ``member_sets`` holds the (segment, customer_id) pairs of this evaluation; ``data_as_of``
+    the newest order or event it saw.
     """
     con = ws.con
     names = [s.name for s in segs]
@@ -417,6 +443,7 @@ def _record(
                     "entered": r.entered,
                     "exited": r.exited,
                     "computed_at": computed_at,
+                    "data_as_of": data_as_of,
                 }
                 for r in result
             ],
@@ -440,6 +467,7 @@ def _record(
                         "rule": s.rule,
                         "source": source,
                         "updated_at": computed_at,
+                        "schedule": s.schedule or None,
                     }
                     for s in segs
                 ],
@@ -480,6 +508,7 @@ def stored_segments(workspace: WorkspaceLike) -> list[Segment]:
                 description=r["description"] or "",
                 owner=r["owner"] or "",
                 tags=tuple(json.loads(r["tags"] or "[]")),
+                schedule=r["schedule"] or "",
             )
             for r in rows
         ]
@@ -513,14 +542,30 @@ def history(workspace: WorkspaceLike, name: str) -> list[dict[str, Any]]:
         )
 
 
-def list_segments(workspace: WorkspaceLike) -> list[dict[str, Any]]:
-    """Every stored segment with its latest size and the change since the run before."""
+def list_segments(workspace: WorkspaceLike, *, now: object = None) -> list[dict[str, Any]]:
+    """Every stored segment with its latest size and the change since the run before.
+
+    Freshness, so that a stale segment is never silent: ``evaluated_at`` (when the last run
+    was computed), ``data_as_of`` (the newest order or event it saw), ``schedule``,
+    ``next_refresh`` and ``freshness`` at ``now`` (default: the workspace's now):
+    ``unscheduled``, ``never``, ``fresh``, ``due`` or ``missed``; ``missed`` is true when a
+    scheduled refresh is overdue (see :mod:`kequn.segments.schedule`).
+    """
+    from kequn.segments.schedule import parse_schedule, refresh_state
+
     with opened(workspace) as ws:
+        moment = resolve_as_of(now, ws.config.timezone).end
         runs = ws.table("segment_runs")
         ranked = runs.mutate(
             _n=ibis.row_number().over(group_by=runs.segment, order_by=ibis.desc(runs.as_of))
         )
-        latest = ranked.filter(ranked._n == 0).select(segment="segment", as_of="as_of", size="size")
+        latest = ranked.filter(ranked._n == 0).select(
+            segment="segment",
+            as_of="as_of",
+            size="size",
+            evaluated_at="computed_at",
+            data_as_of="data_as_of",
+        )
         prev = ranked.filter(ranked._n == 1).select(_pseg="segment", previous="size")
         defs = ws.table("segments")
         table = (
@@ -535,6 +580,9 @@ def list_segments(workspace: WorkspaceLike) -> list[dict[str, Any]]:
                 "as_of",
                 "size",
                 "previous",
+                "evaluated_at",
+                "data_as_of",
+                "schedule",
             )
             .order_by("name")
         )
@@ -543,6 +591,9 @@ def list_segments(workspace: WorkspaceLike) -> list[dict[str, Any]]:
             row["tags"] = json.loads(row["tags"] or "[]")
             size, previous = row["size"], row["previous"]
             row["change"] = None if size is None or previous is None else size - previous
+            plan = parse_schedule(row["schedule"]) if row["schedule"] else None
+            row["next_refresh"], row["freshness"] = refresh_state(plan, row["as_of"], moment)
+            row["missed"] = row["freshness"] == "missed"
             out.append(row)
         return out
 

@@ -18,10 +18,11 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from pydantic import TypeAdapter, ValidationError
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
@@ -46,7 +47,12 @@ __all__ = ["EXTENSIONS", "MAX_BATCH", "MAX_BODY", "create_app"]
 # Modules adding routes: each has ``register(app, service)`` and reads the shared pieces
 # from ``app.state`` (``caller``: the Annotated dependency giving the Principal; ``locked``:
 # run a function under the read connection's lock; ``ws``: the read connection).
-EXTENSIONS: tuple[str, ...] = ()
+EXTENSIONS: tuple[str, ...] = (
+    "kequn.server.api_dashboard",
+    "kequn.server.jobs",
+    "kequn.server.api_explain",
+    "kequn.server.api_privacy",
+)
 
 MAX_BATCH = 1000  # items per request
 MAX_BODY = 8 * 1024 * 1024  # bytes per request
@@ -147,6 +153,7 @@ def create_app(service: Service, *, open_access: bool | None = None) -> FastAPI:
             accepted=len(accepted.new),
             duplicates=len(accepted.duplicates),
             duplicate_ids=[k.split(":", 1)[1] for k in accepted.duplicates],
+            erased_ids=[k.split(":", 1)[1] for k in accepted.erased],
         )
 
     @app.post("/v1/events", response_model=Written, responses=ERRORS, tags=["ingest"])
@@ -218,7 +225,11 @@ def create_app(service: Service, *, open_access: bool | None = None) -> FastAPI:
             raise HTTPProblem(404, f"unknown segment {name!r}{closest(name, names) or ''}")
 
     def _mask(record: dict[str, Any], who: access.Principal) -> dict[str, Any]:
-        return access.mask_record(record, who)
+        from kequn.privacy import field_classes  # public / personal / sensitive per field
+
+        with service.read_lock:
+            classes = field_classes(ws)
+        return access.mask_record(record, who, classes)
 
     @app.get("/v1/customers/{customer_id}", responses=ERRORS, tags=["customers"])
     async def get_customer(customer_id: str, who: Caller, recent: int = 20) -> dict[str, Any]:
@@ -227,6 +238,9 @@ def create_app(service: Service, *, open_access: bool | None = None) -> FastAPI:
         from kequn.profiles import profile
 
         data = await run_in_threadpool(_locked, profile, ws, customer_id, recent=recent)
+        from kequn.privacy.api import audit_sensitive_read
+
+        await run_in_threadpool(_locked, audit_sensitive_read, ws, who, data)
         return jsonable(_mask(data, who))
 
     @app.get("/v1/segments", tags=["segments"], responses=ERRORS)
@@ -273,6 +287,9 @@ def create_app(service: Service, *, open_access: bool | None = None) -> FastAPI:
     async def post_segment(body: SegmentIn, who: Caller) -> dict[str, Any]:
         """Create or change a segment: checked first, then evaluated now and kept live."""
         access.require(who, "write_rules")
+        from kequn.privacy import check_rule_grants  # sensitive fields need the grant
+
+        await run_in_threadpool(_locked, check_rule_grants, ws, body.rule, who)
         from kequn.segments.definitions import Segment
 
         segment = Segment(
@@ -295,37 +312,69 @@ def create_app(service: Service, *, open_access: bool | None = None) -> FastAPI:
         return jsonable(report)
 
     @app.post("/v1/segments/{name}/export", tags=["segments"], responses=ERRORS)
-    async def export(name: str, who: Caller, body: ExportIn | None = None) -> FileResponse:
-        """The current members as a file (CSV with BOM, Excel, Parquet or JSON); no row cap."""
-        access.require(who, "export")
-        _known(name)
-        from kequn.segments.export import export_segment
+    async def export(name: str, who: Caller, body: ExportIn | None = None) -> Response:
+        """The current members as a file (CSV with BOM, Excel, Parquet or JSON); no row cap.
 
+        CSV and JSON stream as they are read (any number of members in bounded memory);
+        Excel and Parquet are written to a temporary file first. ``X-Kequn-Rows`` gives the
+        number of rows before the body starts.
+        """
         body = body or ExportIn()
+        from kequn.privacy.api import require_export  # role, sensitive columns; audits refusals
+
+        await run_in_threadpool(_locked, require_export, ws, who, name, body.columns)
+        _known(name)
+        from kequn.export import csv_chunks, json_chunks, write_batches
+        from kequn.segments.export import member_rows
+
         suffix = {"csv": ".csv", "xlsx": ".xlsx", "parquet": ".parquet", "json": ".json"}
         if body.format not in suffix:
             raise HTTPProblem(
                 422, f"format {body.format!r}: use {', '.join(suffix)}", field="format"
             )
+        filename = f"{name}{suffix[body.format]}"
+        stream = await run_in_threadpool(_locked, member_rows, ws, name, columns=body.columns)
+        try:
+            if body.format == "xlsx":
+                from kequn.export import check_excel_rows
+
+                check_excel_rows(Path(filename), stream.rows)
+            await run_in_threadpool(
+                _locked,
+                access.audit,
+                ws,
+                who.actor,
+                "export",
+                name,
+                {"rows": stream.rows, "format": body.format, "columns": body.columns},
+            )
+        except BaseException:
+            stream.close()
+            raise
+        headers = {"X-Kequn-Rows": str(stream.rows)}
+        if body.format in ("csv", "json"):
+            chunks = (
+                csv_chunks(stream, list(stream.schema.names))
+                if body.format == "csv"
+                else json_chunks(stream)
+            )
+            media = "text/csv; charset=utf-8" if body.format == "csv" else "application/json"
+            headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(filename)}"
+            return StreamingResponse(
+                chunks, media_type=media, headers=headers, background=BackgroundTask(stream.close)
+            )
         folder = Path(tempfile.mkdtemp(prefix="kequn-export-"))
-        path = folder / f"{name}{suffix[body.format]}"
-        rows = await run_in_threadpool(
-            _locked, export_segment, ws, name, path, columns=body.columns
-        )
-        await run_in_threadpool(
-            _locked,
-            access.audit,
-            ws,
-            who.actor,
-            "export",
-            name,
-            {"rows": rows, "format": body.format, "columns": body.columns},
-        )
+        path = folder / filename
+        try:
+            await run_in_threadpool(
+                write_batches, stream, stream.schema, path, rows=stream.rows, sheet=name
+            )
+        except BaseException:
+            stream.close()
+            _remove(folder)
+            raise
         return FileResponse(
-            path,
-            filename=path.name,
-            headers={"X-Kequn-Rows": str(rows)},
-            background=BackgroundTask(_remove, folder),
+            path, filename=path.name, headers=headers, background=BackgroundTask(_remove, folder)
         )
 
     # --- deliveries and the service ---------------------------------------------------------

@@ -48,6 +48,7 @@ class Accepted:
 
     new: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
+    erased: list[str] = field(default_factory=list)  # keys of people erased (forget)
     # customer id → reasons: ("event", type), ("order", ""), ("customer", "")
     dirty: dict[str, set[tuple[str, str]]] = field(default_factory=dict)
     last_seq: int = 0
@@ -133,6 +134,12 @@ class Journal:
             )
         if not items:
             return result
+        erased = self._erased({row["customer_id"] for _, _, row in items})
+        if erased:
+            result.erased = [key for key, _, row in items if row["customer_id"] in erased]
+            items = [item for item in items if item[2]["customer_id"] not in erased]
+            if not items:
+                return result
         seen: set[str] = set()
         log_rows = []
         for key, kind, row in items:
@@ -182,6 +189,20 @@ class Journal:
             store.append("orders", _table(kinds["order"], ORDERS))
         result.last_seq = self.seq
         return result
+
+    def _erased(self, ids: set[str]) -> set[str]:
+        """Customer ids of people erased with ``kequn forget``: their data is not taken again."""
+        if not self.duck.execute("SELECT count(*) FROM erasure_keys").fetchall()[0][0]:
+            return set()
+        self.duck.register("_kequn_probe", pa.table({"customer_id": sorted(ids)}))
+        try:
+            rows = self.duck.execute(
+                "SELECT p.customer_id FROM _kequn_probe p, privacy_salt s, erasure_keys k "
+                "WHERE k.key_hash = sha256(s.salt || 'id:' || p.customer_id)"
+            ).fetchall()
+        finally:
+            self.duck.unregister("_kequn_probe")
+        return {r[0] for r in rows}
 
     def _add_unknown_customers(self, ids: set[str], now: datetime) -> None:
         """An event from a customer not seen before creates the customer, so rules see them."""

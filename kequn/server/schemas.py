@@ -70,11 +70,16 @@ class CustomerIn(BaseModel):
 
 
 class Written(BaseModel):
-    """What a write stored: ``accepted`` new items, ``duplicates`` already seen (by id)."""
+    """What a write stored: ``accepted`` new items, ``duplicates`` already seen (by id).
+
+    ``erased_ids``: items of people erased with ``kequn forget`` (right to be forgotten),
+    refused so that their history does not come back.
+    """
 
     accepted: int
     duplicates: int
     duplicate_ids: list[str] = []
+    erased_ids: list[str] = []
 
 
 class SegmentIn(BaseModel):

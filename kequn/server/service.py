@@ -81,6 +81,7 @@ class Service:
             self.live = LiveSegments(ws)
             self._last_tick = self._load_last_tick()
             self.load_triggers()
+            self._load_live_tags()
             self._recover()
 
     # --- start-up ------------------------------------------------------------------------
@@ -123,11 +124,16 @@ class Service:
             return [s.name for s in fresh]
 
     def save_segment(self, segment: Any) -> dict[str, Any]:
-        """Create or change a segment: evaluate it in full now, then keep it live."""
+        """Create or change a segment: evaluate it in full now, then keep it live.
+
+        A changed rule moves customers like any other change, so their triggers fire; a new
+        segment's first evaluation is its baseline and fires nothing (see ``apply``).
+        """
+        from kequn.act import enqueue_changes
         from kequn.segments import engine
 
         with self.lock:
-            report = engine.apply(self.ws, [segment], as_of=self.clock())
+            report = engine.apply(self.ws, [segment], as_of=self.clock(), notify=enqueue_changes)
             self.live.reload()
         run = report.runs[0]
         return {
@@ -137,6 +143,21 @@ class Service:
             "entered": run.entered,
             "exited": run.exited,
         }
+
+    def evaluate_all(self, names: Sequence[str] | None = None) -> dict[str, int]:
+        """Evaluate stored segments in full now (after a bulk import, say), in one query."""
+        from kequn.act import enqueue_changes
+        from kequn.segments import engine
+
+        with self.lock:
+            segments = engine.stored_segments(self.ws)
+            if names is not None:
+                segments = [s for s in segments if s.name in set(names)]
+            if not segments:
+                return {}
+            report = engine.apply(self.ws, segments, as_of=self.clock(), notify=enqueue_changes)
+            self.live.reload()
+        return {r.segment: r.size for r in report.runs}
 
     # --- writes ----------------------------------------------------------------------------
 
@@ -180,6 +201,7 @@ class Service:
         new, dup = set(accepted.new), set(accepted.duplicates)
         for item, future in batch:
             mine = Accepted(last_seq=accepted.last_seq)
+            mine.erased = [k for k in accepted.erased if _owner(k, item)]
             for kind, rows in (("event", item["events"]), ("order", item["orders"])):
                 id_field = f"{kind}_id"
                 for row in rows:
@@ -193,6 +215,17 @@ class Service:
             future.set_result(mine)
             results.append(mine)
         return results
+
+    def mark_changed(self, customer_ids: set[str], kind: str = "customer") -> None:
+        """Have the evaluator look at customers changed outside the ingest path."""
+        self._mark({cid: {(kind, "")} for cid in customer_ids}, self._dirty_seq)
+        if not self._threads:
+            self.process()
+
+    def exclusive(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``func(ws, ...)`` on the evaluator's connection with the live path paused."""
+        with self.lock:
+            return func(self.ws, *args, **kwargs)
 
     def _mark(self, dirty: dict[str, set[tuple[str, str]]], seq: int) -> None:
         with self._dirty_lock:
@@ -212,8 +245,10 @@ class Service:
             return []
         started = time.perf_counter()
         with self.lock:
+            now = self.clock()
+            self._update_tags(dirty, now)
             wanted = {cid: self.live.affected(reasons) for cid, reasons in dirty.items()}
-            done = self._record(wanted, self.clock(), seq=seq)
+            done = self._record(wanted, now, seq=seq)
         self._time("eval", started)
         return done
 
@@ -237,6 +272,32 @@ class Service:
             transitions = self._record(due, now, last_tick=now)
             self._last_tick = now
             return transitions
+
+    def refresh_scheduled(self, now: datetime | None = None) -> list[str]:
+        """Run the scheduled full refreshes that are due (segments with a ``schedule``).
+
+        The live path keeps members current between them; a refresh re-reads everything
+        (scores included) and records a run, so the segment is never shown as stale.
+        """
+        from kequn.segments.refresh import due_refreshes, refresh
+        from kequn.tags.values import due_tag_refreshes, refresh_tags
+
+        with self.lock:
+            now = now or self.clock()
+            tags = due_tag_refreshes(self.ws, now)
+            if tags:  # first: segments may read tags
+                refresh_tags(self.ws, tags, now)
+            names = due_refreshes(self.ws, now)
+            if names:
+                try:
+                    refresh(self.ws, names, now)
+                except KequnError as exc:  # e.g. the clock went back past the last run
+                    log.warning("scheduled refresh of %s skipped: %s", ", ".join(names), exc)
+                    return [f"tag:{t}" for t in tags]
+            if names or tags:
+                self.live.reload()
+                self._load_live_tags()
+            return [f"tag:{t}" for t in tags] + names
 
     def _record(
         self,
@@ -263,6 +324,25 @@ class Service:
         if transitions:
             self._wake_send.set()
         return transitions
+
+    def _load_live_tags(self) -> None:
+        """Tags computed from events and orders (interest, behaviour score) stay live too."""
+        from kequn.tags.catalog import stored_tags
+
+        self.live_tags = [t.name for t in stored_tags(self.ws) if t.source in ("interest", "score")]
+
+    def _update_tags(self, dirty: dict[str, set[tuple[str, str]]], now: datetime) -> None:
+        """Recompute the live tags of customers with new events or orders, first: a segment
+        reading ``tag.*`` then sees the new value (its customers are marked changed)."""
+        if not self.live_tags:
+            return
+        from kequn.tags.values import refresh_tags
+
+        moved = [c for c, reasons in dirty.items() if any(k != "customer" for k, _ in reasons)]
+        if moved:
+            refresh_tags(self.ws, self.live_tags, now, customers=moved)
+            for cid in moved:
+                dirty[cid].add(("customer", ""))
 
     def load_triggers(self) -> None:
         """Read the stored triggers (at start-up and after a change)."""
@@ -364,7 +444,7 @@ class Service:
                 log.exception("write failed")
 
     def _eval_loop(self) -> None:
-        next_tick = 0.0
+        next_tick = next_refresh = 0.0
         while not self._stop.is_set():
             self._wake_eval.wait(timeout=self.tick_seconds)
             self._wake_eval.clear()
@@ -375,6 +455,9 @@ class Service:
                 if time.monotonic() >= next_tick:
                     self.tick()
                     next_tick = time.monotonic() + self.tick_seconds
+                if time.monotonic() >= next_refresh:
+                    self.refresh_scheduled()
+                    next_refresh = time.monotonic() + 10
             except Exception:
                 log.exception("evaluation failed; will retry")
                 time.sleep(0.5)
@@ -391,6 +474,14 @@ class Service:
                         pass
                 except Exception:
                     log.exception("dispatch failed; will retry")
+
+
+def _owner(key: str, item: dict[str, Any]) -> bool:
+    kind, _, ident = key.partition(":")
+    if kind == "customer":
+        return any(key.startswith(f"customer:{r['customer_id']}:") for r in item["customers"])
+    rows = item["events"] if kind == "event" else item["orders"]
+    return any(str(r[f"{kind}_id"]) == ident for r in rows)
 
 
 def _another(ws: Workspace) -> Workspace:
