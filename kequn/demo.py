@@ -84,6 +84,12 @@ def main(out: str = "demo-output") -> None:
     run("cluster", "--as-of", "2025-12-31", "-w", str(ws))
     run("persona", "high_value", "--as-of", "2025-12-31", "-w", str(ws))
 
+    # Why is a customer (not) in a segment, and how healthy are the segments?
+    run("segment", "why", "high_value", "C000003", "--as-of", "2025-12-31", "-w", str(ws))
+    run("health", "-w", str(ws))
+
+    live(root, ws)
+
     # The real CDNow purchases (Fader, Hardie & Lee 2005) in a workspace of their own;
     # identical rows there are separate purchases, so they are kept.
     run("init", str(cdnow_ws))
@@ -96,10 +102,48 @@ def main(out: str = "demo-output") -> None:
     console.print(f"CDNow workspace:    {cdnow_ws.resolve()}")
     console.print(f"CLV predictions:    {(root / 'clv.csv').resolve()}")
     console.print(f"segment export:     {(root / 'high_value_at_risk.csv').resolve()}")
+    console.print(f"trigger deliveries: {(root / 'cart_abandoners.jsonl').resolve()}")
     console.print(
         f"\nnext: [bold]source .venv/bin/activate[/], then e.g. "
-        f"[bold]kequn profile C000003 -w {ws}[/] or [bold]kequn --help[/]"
+        f"[bold]kequn profile C000003 -w {ws}[/], [bold]kequn serve -w {ws}[/] (API and "
+        f"dashboard at http://127.0.0.1:8000/) or [bold]kequn --help[/]"
     )
+
+
+def live(root: Path, ws: Path) -> None:
+    """The real-time path without a server: events in, members and a trigger out.
+
+    ``kequn serve`` runs the same :class:`~kequn.server.service.Service` behind its HTTP API.
+    """
+    from kequn.server.service import Service
+    from kequn.workspace import open_workspace
+
+    outbox = root / "cart_abandoners.jsonl"
+    triggers = root / "triggers.toml"
+    triggers.write_text(
+        "# on entering the segment, append a line to a file (webhooks, e-mail, WeCom … alike)\n"
+        '[[trigger]]\nname = "cart-reminder"\nsegment = "cart_abandoners"\non = "enter"\n'
+        f'channel = "file"\npath = "{outbox.resolve().as_posix()}"\n',
+        encoding="utf-8",
+    )
+    run("trigger", "apply", str(triggers), "-w", str(ws))
+    console.rule("[bold]live: three add-to-cart events arrive (what POST /v1/events does)")
+    with open_workspace(ws) as opened:
+        service = Service(opened)
+        events = [
+            {"event_id": f"demo-{c}", "customer_id": c, "type": "add_to_cart"}
+            for c in ("C000003", "C000004", "C000005")
+        ]
+        for row in events:
+            row.update(occurred_at=service.clock(), properties=None, source="demo")
+            row.update(import_id="api")
+        service.submit(events=events)
+        for t in service.process():
+            console.print(f"{t.at:%H:%M:%S}  {t.customer_id} {t.kind}s {t.segment}")
+        sent = service.dispatch()
+        console.print(f"deliveries sent: {sent} → {outbox}")
+        service.close()
+    run("deliveries", "--limit", "3", "-w", str(ws))
 
 
 if __name__ == "__main__":

@@ -173,3 +173,15 @@ def test_trigger_payload_leaves_out_sensitive_fields_unless_owner_granted(ws):
         assert customer["plain"]["name"] == "张三"
     finally:
         ws2.close()
+
+
+def test_import_command_prints_the_inferred_classes(ws, write):
+    from typer.testing import CliRunner
+
+    from kequn.cli import app
+
+    f = write("c.csv", "客户ID,联系人电话\nC1,13800138000\n")
+    ws.close()
+    result = CliRunner().invoke(app, ["import", "customers", str(f), "-w", str(ws.path)])
+    assert result.exit_code == 0, result.output
+    assert "personal data?" in result.stdout and "'联系人电话' classed personal" in result.stdout

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from kequn.cli._common import JsonOpt, WorkspaceOpt, console, handle_errors, print_json
@@ -118,6 +119,12 @@ def _print_report(report) -> None:
         table.add_row(f"matched existing customers by {how}", f"{n:,}")
     table.add_row("seconds", f"{report.seconds:.2f}")
     console.print(table)
+    for column, info in getattr(report, "personal_fields", {}).items():
+        console.print(
+            f"[yellow]personal data?[/] column {escape(column)!r} classed "
+            f"[bold]{info['class']}[/] ({escape(info['reason'])}); change it under "
+            "[privacy.fields] in kequn.toml"
+        )
     if report.quarantined_total:
         console.print("see the rejected rows with: kequn quarantine")
 
