@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -563,6 +564,10 @@ class BatchStream:
         self.close()
 
 
+# values no data holds, rendered while compiling and replaced by placeholders
+_SENTINELS = {"timestamp": datetime(2199, 12, 31, 23, 59, 58, 123457)}
+
+
 class Store:
     """An Ibis connection plus the canonical tables, created on first use."""
 
@@ -713,6 +718,20 @@ class Store:
         sets = {sg.column(c, quoted=True): sg.exp.convert(v) for c, v in values.items()}
         statement = sg.exp.update(sg.table(table, quoted=True), sets, where=where)
         self.con.raw_sql(statement.sql(self.con.dialect))
+
+    def with_parameter(self, expr: ibis.Expr, param: ibis.Scalar, name: str) -> str:
+        """SQL for ``expr`` with the Ibis parameter ``param`` left as ``$name``.
+
+        Compiling an Ibis expression costs tens of milliseconds; a hot path (the live
+        evaluator, the delivery poll) compiles once and runs the text with
+        :meth:`query_arrow` and a new value each time. Ibis renders parameters as literals,
+        so a sentinel value is rendered and swapped for the placeholder.
+        """
+        sentinel = _SENTINELS[str(param.type())]
+        sql = str(self.con.compile(expr, params={param: sentinel}))
+        rendered = str(self.con.compile(ibis.literal(sentinel, type=param.type())))
+        literal = rendered.split("SELECT ", 1)[1].rsplit(" AS ", 1)[0]
+        return sql.replace(literal, f"${name}")  # absent when expr does not use it
 
     def query_arrow(self, sql: str, params: dict[str, object] | None = None) -> pa.Table:
         """Run SQL compiled by Ibis for DuckDB (cached by the caller) and fetch Arrow.

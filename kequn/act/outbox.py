@@ -384,6 +384,26 @@ def _row(
 # --- dispatch ------------------------------------------------------------------------------
 
 
+_DUE_SQL: dict[tuple[int, int], str] = {}
+
+
+def _due_sql(ws: Workspace, limit: int) -> str:
+    """The pending-deliveries query, compiled once per connection and limit (it runs often)."""
+    import ibis
+
+    key = (id(ws.store), limit)
+    if key not in _DUE_SQL:
+        d = ws.table("deliveries")
+        at = ibis.param("timestamp")
+        query = (
+            d.filter(d.status == "pending", d.next_attempt_at <= at)
+            .order_by([d.next_attempt_at, d.delivery_id])
+            .limit(limit)
+        )
+        _DUE_SQL[key] = ws.store.with_parameter(query, at, "due_at")
+    return _DUE_SQL[key]
+
+
 def due(
     ws: Workspace,
     now: datetime | None = None,
@@ -400,16 +420,9 @@ def due(
     taken, so a second dispatcher does not take them too; a dispatcher that dies before
     :func:`record` leaves them to be retried once the lease runs out.
     """
-    import ibis
 
     now = _naive(ws, now)
-    d = ws.table("deliveries")
-    query = (
-        d.filter(d.status == "pending", d.next_attempt_at <= ibis.literal(now, type="timestamp"))
-        .order_by([d.next_attempt_at, d.delivery_id])
-        .limit(limit)
-    )
-    rows = query.to_pyarrow().to_pylist()
+    rows = ws.store.query_arrow(_due_sql(ws, limit), {"due_at": now}).to_pylist()
     if not rows:
         return []
     names = sorted({r["trigger"] for r in rows})

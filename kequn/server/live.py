@@ -33,8 +33,6 @@ from kequn.workspace import Workspace
 __all__ = ["LiveSegments", "Transition"]
 
 _IDS = "_kequn_live_ids"
-# stands for as_of while compiling; replaced by a query parameter in the SQL text
-_SENTINEL = datetime(2199, 12, 31, 23, 59, 58, 123457)
 
 
 @dataclass(frozen=True)
@@ -101,7 +99,8 @@ class LiveSegments:
     def _sql(self, names: tuple[str, ...]) -> str:
         """The compiled query for these segments, with ``$kequn_as_of`` for the instant."""
         param = ibis.param("timestamp")
-        moment = resolve_as_of(_SENTINEL, self.ws.config.timezone)
+        # any instant: the query takes as_of as a parameter; this one only shapes it
+        moment = resolve_as_of(datetime(2000, 1, 1), self.ws.config.timezone)
         rules = {f"_s{i}": self.checked[n] for i, n in enumerate(names)}
         expr = compile_rules(
             rules,
@@ -111,10 +110,7 @@ class LiveSegments:
             rfm_scheme=self.context.scheme,
             as_of_param=param,
         )
-        sql = str(self.ws.con.compile(expr, params={param: _SENTINEL}))
-        rendered = str(self.ws.con.compile(ibis.literal(_SENTINEL)))
-        literal = rendered.split("SELECT ", 1)[1].rsplit(" AS ", 1)[0]
-        return sql.replace(literal, "$kequn_as_of")  # absent when no rule reads as_of
+        return self.ws.store.with_parameter(expr, param, "kequn_as_of")
 
     def evaluate(
         self, customers: Mapping[str, set[str]] | Iterable[str], at: datetime, names=None
