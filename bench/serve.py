@@ -239,6 +239,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--batch", type=int, default=50)
     parser.add_argument("--fault", action="store_true")
+    parser.add_argument("--no-exits", action="store_true", help="skip the exit-delay run")
     parser.add_argument("--down", type=float, default=60, help="receiver outage, seconds")
     args = parser.parse_args()
 
@@ -272,8 +273,9 @@ def main() -> None:
             f"probes ({len(sent)} sent); bad signatures {receiver.bad_signatures}",
             flush=True,
         )
-        exit_delays(args, server, receiver, ws_path)
-        server = Server(ws_path, port)
+        if not args.no_exits:
+            exit_delays(args, server, receiver, ws_path)
+            server = Server(ws_path, port)
         if args.fault:
             fault(args, server, receiver, ws_path, port)
         else:
