@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -49,6 +50,7 @@ def make_lines(n: int, path_csv: Path, path_parquet: Path, seed: int = 7) -> Non
 
 def run_child(args: list[str]) -> dict:
     """Run this script in a child process; return its JSON result plus its peak RSS."""
+    load = os.getloadavg()[0]  # the machine is shared: say how busy it was
     started = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, __file__, *args], capture_output=True, text=True, check=False
@@ -58,6 +60,7 @@ def run_child(args: list[str]) -> dict:
         raise SystemExit(f"child {args} failed:\n{proc.stderr}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     result["wall_s"] = round(wall, 2)
+    result["load"] = round(load, 1)
     return result
 
 
@@ -97,8 +100,16 @@ def child_pandas(path: str) -> None:
 
 
 def _emit(seconds: float, **extra: int) -> None:
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": round(seconds, 2), "peak_mb": round(peak_mb), **extra}))
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    peak_mb = usage.ru_maxrss / 1024
+    # CPU seconds (all threads) change less than wall time when the machine is busy
+    cpu = usage.ru_utime + usage.ru_stime
+    print(
+        json.dumps(
+            {"seconds": round(seconds, 2), "cpu_s": round(cpu, 1), "peak_mb": round(peak_mb)}
+            | extra
+        )
+    )
 
 
 def main() -> None:
@@ -116,13 +127,20 @@ def main() -> None:
         t = time.perf_counter()
         make_lines(args.lines, csv_path, pq_path)
         print(f"generated {args.lines:,} lines in {time.perf_counter() - t:.1f} s")
-    print(f"{'input':<8} {'tool':<7} {'seconds':>8} {'peak MB':>8} {'orders':>11}")
+    print(
+        f"{'input':<8} {'tool':<7} {'seconds':>8} {'CPU s':>6} {'peak MB':>8} {'orders':>11} "
+        f"{'load':>5}"
+    )
     results = {}
     for fmt, path in (("csv", csv_path), ("parquet", pq_path)):
         for tool in ("kequn", "pandas"):
             r = run_child(["--child", tool, str(path)])
             results[(fmt, tool)] = r
-            print(f"{fmt:<8} {tool:<7} {r['seconds']:>8.2f} {r['peak_mb']:>8} {r['orders']:>11,}")
+            print(
+                f"{fmt:<8} {tool:<7} {r['seconds']:>8.2f} {r['cpu_s']:>6.1f} {r['peak_mb']:>8} "
+                f"{r['orders']:>11,} "
+                f"{r['load']:>5.1f}"
+            )
     for fmt in ("csv", "parquet"):
         k, p = results[(fmt, "kequn")], results[(fmt, "pandas")]
         print(

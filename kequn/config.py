@@ -42,6 +42,16 @@ memory_limit = "1GB"
 # Extra header → field mappings used by every import, e.g.
 # "会员卡号" = "customer_id"
 
+[identity]
+# When records of several sources are one customer and disagree on a field (客户合并), the
+# value the profile shows; the others stay in its history (`kequn profile ID --history`).
+# "newest": the latest import wins; "most_frequent": the value most source records give
+# (ties: newest); "source_priority": the value of the first source listed below (sources
+# not listed come last; ties: newest). See docs/import.md.
+merge_rule = "newest"
+# import --source names, most trusted first, e.g. ["crm", "shop"]; "api" is the HTTP API
+source_priority = []
+
 [rfm]
 bins = 5
 scheme = "intl"          # intl (11 segments), cn8 (8 classes), tiers (5 value tiers)

@@ -1,4 +1,5 @@
-"""The unified customer profile (客户画像): attributes, identities, orders, events.
+"""The unified customer profile (客户画像): attributes, identities, orders, events, and the
+values merges and updates replaced (``history``, :mod:`kequn.ingest.merge`).
 
 Reads go through Ibis and touch only the one customer's rows.
 """
@@ -38,6 +39,8 @@ def find_customer(workspace: Workspace, key: str) -> str:
 
 def profile(workspace: Workspace, key: str, *, recent: int = 10) -> dict[str, Any]:
     """Everything known about one customer, as plain JSON-ready data."""
+    from kequn.ingest.merge import history
+
     customer_id = find_customer(workspace, key)
     customers = workspace.table("customers")
     row = _records(customers.filter(customers.customer_id == customer_id))[0]
@@ -96,6 +99,8 @@ def profile(workspace: Workspace, key: str, *, recent: int = 10) -> dict[str, An
         "recent_events": recent_events,
         "scores": _scores(workspace, customer_id),
         "segments": _segments(workspace, customer_id),
+        # values the profile no longer shows: lost merges, replaced values (newest first)
+        "history": history(workspace, customer_id),
     }
 
 

@@ -456,6 +456,23 @@ ERASED_TOTALS = ibis.schema(
 # The workspace's random salt for the erasure hashes (one row).
 PRIVACY_SALT = ibis.schema({"salt": "string", "created_at": "timestamp"})
 
+# Every value a source record gave for a customer field (columns and ``attributes`` keys), as
+# text (kequn/ingest/merge.py): ``superseded_at`` empty while the profile shows it, set with
+# the ``reason`` once a merge rule, a newer import or an API upsert replaced it.
+CUSTOMER_HISTORY = ibis.schema(
+    {
+        "customer_id": "string",
+        "field": "string",
+        "value": "string",
+        "source": "string",
+        "source_id": "string",
+        "import_id": "string",
+        "observed_at": "timestamp",
+        "superseded_at": "timestamp",
+        "reason": "string",
+    }
+)
+
 TABLES: dict[str, ibis.Schema] = {
     "customers": CUSTOMERS,
     "orders": ORDERS,
@@ -484,6 +501,7 @@ TABLES: dict[str, ibis.Schema] = {
     "erasure_keys": ERASURE_KEYS,
     "erased_totals": ERASED_TOTALS,
     "privacy_salt": PRIVACY_SALT,
+    "customer_history": CUSTOMER_HISTORY,
     "tags": TAGS,
     "tag_values": TAG_VALUES,
     "tag_runs": TAG_RUNS,

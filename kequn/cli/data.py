@@ -233,6 +233,13 @@ def profile(
         str, typer.Argument(help="Customer id, or a source id, e-mail or phone number.")
     ],
     recent: Annotated[int, typer.Option(help="Recent orders and events to show.")] = 10,
+    history: Annotated[
+        bool,
+        typer.Option(
+            "--history",
+            help="Also list the values merges and updates replaced, with source and reason.",
+        ),
+    ] = False,
     workspace: WorkspaceOpt = None,
     json_: JsonOpt = False,
 ) -> None:
@@ -245,6 +252,32 @@ def profile(
         print_json(data)
         return
     print_profile(data)
+    if history:
+        print_history(data.get("history", []))
+    elif data.get("history"):
+        console.print(f"[dim]{len(data['history'])} earlier values: --history lists them[/]")
+
+
+def print_history(entries: list[dict]) -> None:
+    """The values the profile no longer shows, newest first (history, 历史值)."""
+    if not entries:
+        console.print("[dim]history[/] no replaced values")
+        return
+    t = Table(title="history (历史值)", show_edge=False)
+    for name in ("field", "value", "source", "import", "observed", "replaced", "reason"):
+        t.add_column(name)
+    for e in entries:
+        record = f"{e['source']}:{e['source_id']}" if e.get("source") else "-"
+        t.add_row(
+            e["field"],
+            str(e["value"][e["field"]]),
+            record,
+            e.get("import_id") or "-",
+            str(e["observed_at"] or "-")[:19],
+            str(e["superseded_at"] or "-")[:19],
+            e["reason"] or "",
+        )
+    console.print(t)
 
 
 def print_profile(data: dict) -> None:

@@ -6,8 +6,10 @@ Stages, all in SQL over whole columns:
    it cannot be used (missing required field, unparseable value);
 2. *deduplicate*: exact duplicate rows of a file are dropped and counted;
 3. *resolve identities* of the customers the rows refer to (:mod:`kequn.ingest.identity`);
-4. *write*, in one transaction: quarantined rows, customers, identities, orders (order
-   lines aggregated, returns flagged), events, and the import's own record. Rows whose key
+4. *write*, in one transaction: quarantined rows, customers (merged by the workspace's
+   merge rule, the losing values kept in ``customer_history``; :mod:`kequn.ingest.merge`),
+   identities, orders (order lines aggregated, returns flagged), events, and the import's
+   own record. Rows whose key
    (order id, event id) is already stored are skipped, so re-importing never doubles.
 
 A crash before the commit leaves the workspace exactly as it was.
@@ -24,10 +26,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from kequn.config import zone_info
 from kequn.errors import InputError, WorkspaceError
 from kequn.ingest import parse
 from kequn.ingest.identity import resolve
 from kequn.ingest.mapping import KINDS, map_columns
+from kequn.ingest.merge import MergeRule, merge_customers, merge_rule
 from kequn.ingest.readers import Source, expand, open_source
 from kequn.ingest.stage import check_orders, create_stage, deduplicate, stage_file
 from kequn.privacy.tombstones import detect_personal, mark_erased
@@ -110,6 +114,8 @@ def import_files(
         )
     engine = store.duck
     cfg = workspace.config
+    if kind == "customers":
+        merge_rule(cfg)  # a bad [identity] setting fails before any work
     with _engine_settings(engine, cfg):
         report = ImportReport(import_id=uuid.uuid4().hex[:12], kind=kind, source=source)
         sources = [open_source(p) for p in files]  # fail early on a bad or empty file
@@ -176,7 +182,8 @@ def import_files(
                 engine, kind, unused, report.import_id, cfg.raw
             )
             if kind == "customers":
-                _write_customers(engine, report)
+                now = datetime.now(zone_info(cfg.timezone)).replace(tzinfo=None)
+                _write_customers(engine, source, merge_rule(cfg), report, now)
             elif kind == "orders":
                 _write_orders(engine, source, report)
             else:
@@ -209,7 +216,7 @@ def import_files(
         else:
             store_tx.__exit__(None, None, None)
         finally:
-            for name in ("_stage", "_files", "_incoming", "_resolved", "_orders_new"):
+            for name in ("_stage", "_files", "_incoming", "_resolved", "_orders_new", "_rows"):
                 engine.execute(f"DROP TABLE IF EXISTS {name}")
         report.seconds = time.perf_counter() - started
         return report
@@ -294,67 +301,34 @@ def _write_quarantine(engine, kind: str, report: ImportReport) -> None:
     )
 
 
-_CUSTOMER_FIELDS = (
-    "name",
-    "name_en",
-    "gender",
-    "birth_date",
-    "age_band",
-    "city",
-    "province",
-    "channel",
-    "email",
-    "phone",
-    "created_at",
-)
-
-
-def _write_customers(engine, report: ImportReport) -> None:
-    """Merge attributes into the unified profile: later non-empty values win, none lost."""
-    latest = ", ".join(
-        f"arg_max({c}, _row) FILTER (WHERE {c} IS NOT NULL) AS {c}" for c in _CUSTOMER_FIELDS
+def _write_customers(
+    engine, source: str, rule: MergeRule, report: ImportReport, now: datetime
+) -> None:
+    """Merge the rows into the unified profiles by the workspace's merge rule; the values
+    that lose stay in ``customer_history`` (:mod:`kequn.ingest.merge`)."""
+    report.imported = merge_customers(
+        engine, source=source, import_id=report.import_id, rule=rule, now=now
     )
-    engine.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE _profile AS
-        SELECT r.customer_id, {latest},
-               list(attributes ORDER BY _file, _row) FILTER (WHERE attributes IS NOT NULL)
-                   AS attrs
-        FROM _stage s JOIN _resolved r USING (source_id)
-        WHERE s._reason IS NULL GROUP BY r.customer_id
-        """
-    )
-    sets = ", ".join(f"{c} = coalesce(p.{c}, c.{c})" for c in _CUSTOMER_FIELDS)
-    engine.execute(
-        f"""
-        UPDATE customers c SET {sets},
-            attributes = CAST(list_reduce(
-                list_prepend(coalesce(c.attributes, '{{}}')::JSON, p.attrs::JSON[]),
-                (a, b) -> json_merge_patch(a, b)) AS VARCHAR),
-            updated_at = now()::TIMESTAMP
-        FROM _profile p WHERE c.customer_id = p.customer_id
-        """
-    )
-    report.imported = engine.execute("SELECT count(*) FROM _profile").fetchall()[0][0]
-    engine.execute("DROP TABLE _profile")
 
 
 def _write_orders(engine, source: str, report: ImportReport) -> None:
+    # Lines → orders first, then one join per order (not per line): check_orders left
+    # one customer per order id among the usable rows.
     engine.execute(
         """
         CREATE OR REPLACE TEMP TABLE _orders_new AS
-        SELECT s.order_id, any_value(r.customer_id) AS customer_id,
-               min(s.ordered_at) AS ordered_at,
-               round(CASE WHEN bool_or(s.is_return) THEN -abs(sum(s.line_amount))
-                          ELSE sum(s.line_amount) END, 2) AS amount,
-               sum(s.quantity) AS quantity, count(*) AS lines,
-               CASE WHEN bool_or(s.is_return) THEN coalesce(any_value(s.status), 'return')
-                    ELSE coalesce(any_value(s.status), 'purchase') END AS status,
-               bool_or(s.is_return) AS is_return,
-               any_value(s.channel) AS channel, bool_or(s._has_products) AS has_products
-        FROM _stage s JOIN _resolved r USING (source_id)
-        WHERE s._reason IS NULL
-        GROUP BY s.order_id
+        SELECT s.order_id, r.customer_id, s.* EXCLUDE (order_id, source_id)
+        FROM (SELECT order_id, any_value(source_id) AS source_id,
+                     min(ordered_at) AS ordered_at,
+                     round(CASE WHEN bool_or(is_return) THEN -abs(sum(line_amount))
+                                ELSE sum(line_amount) END, 2) AS amount,
+                     sum(quantity) AS quantity, count(*) AS lines,
+                     CASE WHEN bool_or(is_return) THEN coalesce(any_value(status), 'return')
+                          ELSE coalesce(any_value(status), 'purchase') END AS status,
+                     bool_or(is_return) AS is_return,
+                     any_value(channel) AS channel, bool_or(_has_products) AS has_products
+              FROM _stage WHERE _reason IS NULL GROUP BY order_id) s
+        JOIN _resolved r USING (source_id)
         """
     )
     total = engine.execute("SELECT count(*) FROM _orders_new").fetchall()[0][0]

@@ -48,15 +48,27 @@ def quote_str(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def blank(col: str, kind: pa.DataType | None = None) -> str:
+def is_text(kind: pa.DataType) -> bool:
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
+
+
+def clean(col: str) -> str:
+    """Text cells trimmed once, blank ones NULL: the parsers below take this with
+    ``clean=True`` instead of trimming the same cell again in every check."""
+    return f"nullif(trim({col}), '')"
+
+
+def blank(col: str, kind: pa.DataType | None = None, *, clean: bool = False) -> str:
     """True where a cell is missing or only whitespace (typed cells: only missing)."""
-    if kind is not None and not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+    if clean or (kind is not None and not is_text(kind)):
         return f"({col} IS NULL)"
     return f"({col} IS NULL OR trim(CAST({col} AS VARCHAR)) = '')"
 
 
-def text(col: str, kind: pa.DataType) -> str:
+def text(col: str, kind: pa.DataType, *, clean: bool = False) -> str:
     """A cell as trimmed text (NULL when blank); integral floats lose their '.0'."""
+    if clean:
+        return col
     if pa.types.is_floating(kind):
         return (
             f"CASE WHEN {col} = trunc({col}) THEN CAST(CAST({col} AS BIGINT) AS VARCHAR) "
@@ -67,9 +79,9 @@ def text(col: str, kind: pa.DataType) -> str:
     return f"nullif(trim({col}), '')"
 
 
-def identifier(col: str, kind: pa.DataType) -> str:
+def identifier(col: str, kind: pa.DataType, *, clean: bool = False) -> str:
     """An id as text; '12346.0' (ids saved through a float column) becomes '12346'."""
-    value = text(col, kind)
+    value = text(col, kind, clean=clean)
     return (
         f"CASE WHEN ends_with({value}, '.0') "
         f"THEN regexp_replace({value}, '^(\\d+)\\.0+$', '\\1') ELSE {value} END"
@@ -118,6 +130,7 @@ def timestamp(
     date_order: str,
     timezone: str,
     preferred: str | None = None,
+    clean: bool = False,
 ) -> str:
     """Dates and times in the common forms; offsets are converted to the workspace zone."""
     if pa.types.is_timestamp(kind) or pa.types.is_date(kind):
@@ -126,24 +139,25 @@ def timestamp(
         return f"CAST({col} AS TIMESTAMP)"
     if pa.types.is_integer(kind):
         return f"try_strptime(CAST({col} AS VARCHAR), '%Y%m%d')"
-    value = f"trim(CAST({col} AS VARCHAR))"
+    value = col if clean else f"trim(CAST({col} AS VARCHAR))"
     fmt_list = "[" + ", ".join(quote_str(f) for f in date_formats(date_order)) + "]"
     first = f"try_strptime({value}, {quote_str(preferred)}), " if preferred else ""
     # coalesce evaluates lazily: the slow full list runs only where the cheap forms fail
     return (
-        f"CASE WHEN {blank(col)} THEN NULL "
-        f"WHEN regexp_matches({value}, '(Z|[+-]\\d\\d:?\\d\\d)$') "
+        f"CASE WHEN {blank(col, clean=clean)} THEN NULL "
+        # an offset is at most the last 6 characters: the regex need not scan the rest
+        f"WHEN regexp_matches(right({value}, 6), '(Z|[+-]\\d\\d:?\\d\\d)$') "
         f"THEN timezone({quote_str(timezone)}, TRY_CAST({value} AS TIMESTAMPTZ)) "
         f"ELSE coalesce(TRY_CAST({value} AS TIMESTAMP), {first}"
         f"try_strptime({value}, {fmt_list})) END"
     )
 
 
-def number(col: str, kind: pa.DataType, *, decimal_comma: bool) -> str:
+def number(col: str, kind: pa.DataType, *, decimal_comma: bool, clean: bool = False) -> str:
     """Amounts as written: '¥1,234.50', '1 234,50' (decimal comma), '$12', '12元'."""
     if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind):
         return f"CAST({col} AS DOUBLE)"
-    value = f"trim(CAST({col} AS VARCHAR))"
+    value = col if clean else f"trim(CAST({col} AS VARCHAR))"
     stripped = f"regexp_replace({value}, '(RMB|CNY|USD|EUR|[¥￥$€£元\\s\u00a0\u202f])', '', 'g')"
     if decimal_comma:
         stripped = f"replace(replace({stripped}, '.', ''), ',', '.')"
@@ -151,9 +165,8 @@ def number(col: str, kind: pa.DataType, *, decimal_comma: bool) -> str:
         stripped = f"replace({stripped}, ',', '')"
     # plain numbers take the fast cast; only the others go through the text clean-up
     plain = "" if decimal_comma else f"TRY_CAST({value} AS DOUBLE), "
-    return (
-        f"CASE WHEN {blank(col)} THEN NULL ELSE coalesce({plain}TRY_CAST({stripped} AS DOUBLE)) END"
-    )
+    missing = blank(col, clean=clean)
+    return f"CASE WHEN {missing} THEN NULL ELSE coalesce({plain}TRY_CAST({stripped} AS DOUBLE)) END"
 
 
 def email_norm(expr: str) -> str:

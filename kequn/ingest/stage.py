@@ -7,8 +7,11 @@ workspace's tables; :mod:`kequn.ingest.load` does that in one transaction.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pyarrow as pa
 
+from kequn.errors import InputError
 from kequn.ingest import parse
 from kequn.ingest.mapping import Mapping
 from kequn.ingest.readers import Source
@@ -76,35 +79,49 @@ def stage_file(engine, kind, index: int, src: Source, mapping: Mapping, cfg, tic
     Three query levels so that each value is parsed once: cells → parsed fields (``_f_``)
     → derived fields (``_g_``) → the reason a row cannot be used (first failed check).
     """
-    batches = src.batches(tick)
-    first = next(batches, None)
+
+    def open_rows() -> tuple[Iterator[pa.RecordBatch], pa.RecordBatch | None]:
+        batches = src.batches(None if src.parts else tick)
+        return batches, next(batches, None)
+
+    multiline = src.multiline
+    try:
+        batches, first = open_rows()
+    except InputError:
+        if multiline or not src.multiline:
+            raise
+        batches, first = open_rows()  # a line break inside a value: read the slow way
     if first is None:
         return 0
+    if src.parts:  # the first batch only gives the types and the dates' format
+        batches.close()
     schema = first.schema
     types = {name: schema.field(name).type for name in schema.names}
-
-    def gen():
-        yield first
-        yield from batches
-
-    reader = pa.RecordBatchReader.from_batches(schema, gen())
     f = mapping.fields
     parsed: dict[str, str] = {}  # level 1, over the cells
     derived: dict[str, str] = {}  # level 2, over parsed fields
     checks: list[tuple[str, str]] = []  # level 3: (condition, reason), first match wins
 
+    cleaned: dict[str, str] = {}  # level 0: each text cell a parser reads, trimmed once
+
     def col(name: str) -> str:
-        return Q(f[name])
+        if not cl(name):
+            return Q(f[name])
+        cleaned[f[name]] = parse.clean(Q(f[name]))
+        return Q("_t_" + f[name])
 
     def typ(name: str) -> pa.DataType:
         return types[f[name]]
+
+    def cl(name: str) -> bool:
+        return parse.is_text(typ(name))
 
     def P(name: str) -> str:
         return Q("_f_" + name)
 
     def text_field(name: str) -> None:
         if name in f:
-            parsed[name] = parse.text(col(name), typ(name))
+            parsed[name] = parse.text(col(name), typ(name), clean=cl(name))
 
     def time_field(name: str, required: bool) -> None:
         if name not in f:
@@ -118,12 +135,13 @@ def stage_file(engine, kind, index: int, src: Source, mapping: Mapping, cfg, tic
             date_order=cfg.date_order,
             timezone=cfg.timezone,
             preferred=preferred,
+            clean=cl(name),
         )
         if required:
-            checks.append((parse.blank(col(name), typ(name)), f"missing {name}"))
+            checks.append((parse.blank(col(name), typ(name), clean=cl(name)), f"missing {name}"))
         checks.append(
             (
-                f"NOT {parse.blank(col(name), typ(name))} AND {P(name)} IS NULL",
+                f"NOT {parse.blank(col(name), typ(name), clean=cl(name))} AND {P(name)} IS NULL",
                 f"unparseable {name}",
             )
         )
@@ -131,10 +149,12 @@ def stage_file(engine, kind, index: int, src: Source, mapping: Mapping, cfg, tic
     def number_field(name: str) -> str | None:
         if name not in f:
             return None
-        parsed[name] = parse.number(col(name), typ(name), decimal_comma=cfg.decimal_comma)
+        parsed[name] = parse.number(
+            col(name), typ(name), decimal_comma=cfg.decimal_comma, clean=cl(name)
+        )
         checks.append(
             (
-                f"NOT {parse.blank(col(name), typ(name))} AND {P(name)} IS NULL",
+                f"NOT {parse.blank(col(name), typ(name), clean=cl(name))} AND {P(name)} IS NULL",
                 f"unparseable {name}",
             )
         )
@@ -143,7 +163,9 @@ def stage_file(engine, kind, index: int, src: Source, mapping: Mapping, cfg, tic
     for name in ("email", "phone", "channel"):
         text_field(name)
     if "customer_id" in f:
-        parsed["source_id"] = parse.identifier(col("customer_id"), typ("customer_id"))
+        parsed["source_id"] = parse.identifier(
+            col("customer_id"), typ("customer_id"), clean=cl("customer_id")
+        )
     missing_customer = (f"{Q('_g_source_id')} IS NULL", "missing customer_id")
 
     if kind == "customers":
@@ -176,7 +198,9 @@ def stage_file(engine, kind, index: int, src: Source, mapping: Mapping, cfg, tic
         for name in ("status", "product_id", "product_name", "category"):
             text_field(name)
         if "order_id" in f:
-            parsed["order_id"] = parse.identifier(col("order_id"), typ("order_id"))
+            parsed["order_id"] = parse.identifier(
+                col("order_id"), typ("order_id"), clean=cl("order_id")
+            )
         else:  # one order per row, named by its content so re-imports find it again
             parsed["order_id"] = "'r' || substr(md5(" + _row_text(schema) + "), 1, 20)"
         parsed["_id_made"] = "false" if "order_id" in f else "true"
@@ -201,13 +225,17 @@ def stage_file(engine, kind, index: int, src: Source, mapping: Mapping, cfg, tic
         time_field("occurred_at", required=True)
         text_field("type")
         if "event_id" in f:
-            parsed["event_id"] = parse.identifier(col("event_id"), typ("event_id"))
+            parsed["event_id"] = parse.identifier(
+                col("event_id"), typ("event_id"), clean=cl("event_id")
+            )
         else:
             parsed["event_id"] = "'e' || substr(md5(" + _row_text(schema) + "), 1, 20)"
         parsed["_id_made"] = "false" if "event_id" in f else "true"
         props = None
         if "properties" in f:
-            parsed["properties"] = parse.text(col("properties"), typ("properties"))
+            parsed["properties"] = parse.text(
+                col("properties"), typ("properties"), clean=cl("properties")
+            )
             props = P("properties")
             checks.append(
                 (
@@ -232,6 +260,7 @@ def stage_file(engine, kind, index: int, src: Source, mapping: Mapping, cfg, tic
     reason += " END"
     names = [n for n in schema.names if n != "_row"]
     raw_pairs = ", ".join(f"{parse.quote_str(h)}, {Q(h)}" for h in names)
+    level0 = "".join(f", {e} AS {Q('_t_' + h)}" for h, e in cleaned.items())
     level1 = ", ".join(f"{e} AS {P(n)}" for n, e in parsed.items())
     level2 = ", ".join(f"{e} AS {Q('_g_' + n)}" for n, e in derived.items())
     outputs = {n: P(n) for n in parsed} | {n: Q("_g_" + n) for n in derived}
@@ -239,8 +268,9 @@ def stage_file(engine, kind, index: int, src: Source, mapping: Mapping, cfg, tic
         outputs["is_return"] = is_return
     wanted = set(_STAGE_COLUMNS[kind]) | {"_has_products", "_id_made"}
     final = ", ".join(f"{e} AS {Q(n)}" for n, e in outputs.items() if n in wanted)
-    engine.register("_reader", reader)
-    try:
+
+    def insert(rows: str) -> None:
+        cells = f"(SELECT *{level0} FROM {rows})"
         engine.execute(
             f"""
             INSERT INTO _stage BY NAME
@@ -250,14 +280,43 @@ def stage_file(engine, kind, index: int, src: Source, mapping: Mapping, cfg, tic
                         THEN CAST(json_object({raw_pairs}) AS VARCHAR) END AS _raw,
                    {final}
             FROM (SELECT *, {reason} AS _reason
-                  FROM (SELECT *, {level2} FROM (SELECT *, {level1} FROM _reader)))
+                  FROM (SELECT *, {level2} FROM (SELECT *, {level1} FROM {cells})))
             """
         )
-    finally:
-        engine.unregister("_reader")
+
+    if src.parts:  # DuckDB reads the file itself, part by part (the progress bar moves)
+        for rows, done in src.parts:
+            insert(rows)
+            if tick:
+                tick(done)
+    else:
+        multiline = src.multiline
+        while True:
+            engine.register("_reader", _stream(first, batches))
+            try:
+                insert("_reader")
+                break
+            except Exception:
+                if multiline or not src.multiline:
+                    raise
+                # The fast CSV reader met a line break inside a quoted value: the failed
+                # statement wrote nothing; read the file again, finding row ends the slow way.
+                engine.execute("DELETE FROM _stage WHERE _file = ?", [index])
+                multiline = True
+                batches, first = open_rows()
+            finally:
+                engine.unregister("_reader")
     if src.invalid:
         _add_ragged(engine, index, src.invalid)
     return engine.execute("SELECT count(*) FROM _stage WHERE _file = ?", [index]).fetchall()[0][0]
+
+
+def _stream(first: pa.RecordBatch, rest: Iterator[pa.RecordBatch]) -> pa.RecordBatchReader:
+    def gen() -> Iterator[pa.RecordBatch]:
+        yield first
+        yield from rest
+
+    return pa.RecordBatchReader.from_batches(first.schema, gen())
 
 
 def _add_ragged(engine, index: int, invalid: list[tuple[int, str, str]]) -> None:
@@ -308,11 +367,26 @@ def deduplicate(engine, kind: str, rows_read: int, *, keep: bool) -> int:
     than once are looked at row by row, so a file without duplicates costs one aggregate.
     With ``keep``, the copies stay and their content-made ids get a suffix (-2, -3, ...).
     """
+    # The one aggregate over all rows; the rest only runs when it found something.
+    engine.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE _repeated AS
+        SELECT _file, _hash FROM _stage GROUP BY _file, _hash HAVING count(*) > 1
+        """
+    )
+    try:
+        if not engine.execute("SELECT count(*) FROM _repeated").fetchall()[0][0]:
+            return 0
+        return _drop_repeats(engine, kind, rows_read, keep=keep)
+    finally:
+        engine.execute("DROP TABLE IF EXISTS _repeated")
+
+
+def _drop_repeats(engine, kind: str, rows_read: int, *, keep: bool) -> int:
     repeats = """
         SELECT rowid AS rid, row_number() OVER (PARTITION BY _file, _hash ORDER BY _row) AS k
         FROM _stage
-        WHERE (_file, _hash) IN (
-            SELECT (_file, _hash) FROM _stage GROUP BY _file, _hash HAVING count(*) > 1)
+        WHERE (_file, _hash) IN (SELECT (_file, _hash) FROM _repeated)
         QUALIFY k > 1
     """
     if not keep:
@@ -332,14 +406,28 @@ def deduplicate(engine, kind: str, rows_read: int, *, keep: bool) -> int:
 
 
 def check_orders(engine) -> None:
-    """An order id used for lines of different customers is ambiguous: quarantine it."""
+    """An order id used for lines of different customers is ambiguous: quarantine it.
+
+    min <> max finds them without a distinct count per order (usable rows always have a
+    customer id); the update's second pass over the rows runs only when there are some.
+    """
     engine.execute(
         """
-        UPDATE _stage SET _reason = 'order lines of several customers',
-               _raw = '{"order_id": ' || to_json(order_id) || ', "customer_id": '
-                      || to_json(source_id) || '}'
-        WHERE _reason IS NULL AND order_id IN (
-            SELECT order_id FROM _stage WHERE _reason IS NULL
-            GROUP BY order_id HAVING count(DISTINCT source_id) > 1)
+        CREATE OR REPLACE TEMP TABLE _ambiguous AS
+        SELECT order_id FROM _stage WHERE _reason IS NULL
+        GROUP BY order_id HAVING min(source_id) <> max(source_id)
         """
     )
+    try:
+        if not engine.execute("SELECT count(*) FROM _ambiguous").fetchall()[0][0]:
+            return
+        engine.execute(
+            """
+            UPDATE _stage SET _reason = 'order lines of several customers',
+                   _raw = '{"order_id": ' || to_json(order_id) || ', "customer_id": '
+                          || to_json(source_id) || '}'
+            WHERE _reason IS NULL AND order_id IN (SELECT order_id FROM _ambiguous)
+            """
+        )
+    finally:
+        engine.execute("DROP TABLE IF EXISTS _ambiguous")

@@ -2,8 +2,9 @@
 
 :func:`forget` resolves the person (every identity merged into the customer), then in one
 transaction deletes every row keyed by their customer id in every table (customers,
-identities, memberships, scores, clusters, lifecycle stages, experiment assignments,
-consents, the service's ingest log, and any later table with a ``*customer_id`` column),
+identities, the values merges replaced (``customer_history``), memberships, scores,
+clusters, lifecycle stages, experiment assignments, consents, the service's ingest log, and
+any later table with a ``*customer_id`` column),
 their order lines, the quarantined rows whose raw text names them, and scrubs their
 deliveries (the row stays for the trigger's counts, without customer or payload).
 
@@ -151,6 +152,16 @@ def person_keys(ws: Workspace, customer_id: str) -> dict[str, set[str]]:
                 keys["id_number"].add(re.sub(r"\s", "", str(value)).upper())
             elif email_norm(value):
                 keys["email"].add(email_norm(value))  # type: ignore[arg-type]
+    # e-mails, phones and ID numbers the profile had before a merge or an update replaced them
+    h = ws.table("customer_history")
+    old = h.filter(h.customer_id == customer_id).select("field", "value")
+    for r in old.to_pyarrow().to_pylist():
+        if r["field"] == "email" and email_norm(r["value"]):
+            keys["email"].add(email_norm(r["value"]))  # type: ignore[arg-type]
+        elif r["field"] == "phone" and phone_norm(r["value"]):
+            keys["phone"].add(phone_norm(r["value"]))  # type: ignore[arg-type]
+        elif _norm(r["field"]) in _ID_FIELDS and r["value"]:
+            keys["id_number"].add(re.sub(r"\s", "", str(r["value"])).upper())
     keys["id"].discard(None)  # type: ignore[arg-type]
     return keys
 

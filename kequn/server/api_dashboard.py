@@ -5,9 +5,16 @@ this API, so it sees exactly what a token may see: viewers get masked personal f
 export. Every figure is an aggregate computed in SQL (Ibis) with a LIMIT or a page, never by
 loading all customers into Python, so pages stay quick on large workspaces. Long work
 (imports, evaluations, clustering) runs as background jobs (:mod:`kequn.server.jobs`).
+
+Figures that take seconds with a million customers (segment health, personas, distinct buyer
+counts) are computed in the background on their own connections (``jobs.Background``) and
+kept until what they depend on changes: the page shows the rest at once and fills them in.
+Their keys are cheap to read (row counts, the ingest sequence, the number and time of
+evaluations), so a kept figure is exact for the state it names; see :func:`data_version`.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the handlers' annotations.
+import contextlib
 import json
 import re
 import shutil
@@ -29,6 +36,7 @@ from starlette.concurrency import run_in_threadpool
 from kequn import access
 from kequn.errors import KequnError, RuleError
 from kequn.server.http import HTTPProblem, jsonable
+from kequn.server.jobs import Background
 
 __all__ = ["STATIC", "UPLOADS", "register"]
 
@@ -99,7 +107,23 @@ def register(app: FastAPI, service) -> None:
     principal = typing.get_args(Caller)[1].dependency
     uploads = UPLOADS = Uploads()
     app.state.uploads = uploads
-    health_cache: dict[str, Any] = {}
+    # two workers: a quick figure (the month totals) need not wait behind a persona
+    figures = app.state.figures = Background(service.ws.path, workers=2)
+    kept = Kept()  # quick figures (a second or less) kept per state, computed in the request
+
+    served = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(a: FastAPI):
+        async with served(a) as state:
+            try:
+                yield state
+            finally:  # before the service closes: finish the figure running, drop the rest
+                await run_in_threadpool(figures.close)
+                uploads.cleanup()
+
+    app.router.lifespan_context = lifespan
+    copies = Customers()  # the last customers' own rows, for their profiles and timelines
 
     # --- the page ---------------------------------------------------------------------------
 
@@ -120,6 +144,14 @@ def register(app: FastAPI, service) -> None:
         """Rows as ``who`` may see them, with the same field classes as the core routes."""
         classes = await read(_field_classes, ws)
         return [access.mask_record(r, who, classes) for r in rows]
+
+    def versions() -> tuple[tuple, tuple]:
+        """(data, evaluations): what the kept figures depend on; milliseconds to read."""
+        seq = getattr(getattr(service, "journal", None), "seq", 0)
+        return data_version(ws, seq), runs_version(ws)
+
+    async def background(name: str, key, compute, wait: float = 1.0) -> dict[str, Any]:
+        return await run_in_threadpool(figures.get, name, key, compute, wait=wait)
 
     def known(name: str) -> None:
         from kequn.errors import closest
@@ -150,31 +182,42 @@ def register(app: FastAPI, service) -> None:
 
     @app.get("/v1/dashboard/overview", tags=["dashboard"])
     async def overview(who: Caller) -> dict[str, Any]:
-        """Customers, revenue, active customers, RFM grid, segments, lifecycle, trends."""
+        """Customers, RFM grid, segments and lifecycle; the figures over every order in
+        ``orders`` (revenue, orders, monthly revenue) and ``buyers`` (distinct buyers), as
+        ``/v1/dashboard/overview/{orders,buyers}`` answer."""
         access.require(who, "read")
-        return jsonable(await read(overview_data, ws))
+        out = await read(overview_data, ws, kept)
+        out["orders"] = await overview_part("orders", who, wait=1.5)
+        out["buyers"] = await overview_part("buyers", who)
+        return jsonable(out)
+
+    @app.get("/v1/dashboard/overview/{part}", tags=["dashboard"])
+    async def overview_part(
+        part: typing.Literal["orders", "buyers"],
+        who: Caller,
+        wait: Annotated[float, Query(ge=0, le=5)] = 0.0,
+    ) -> dict[str, Any]:
+        """``orders``: revenue, orders, revenue and orders per month; ``buyers``: buyers,
+        active customers (ordered in the 90 days to the last order), buyers and new buyers
+        per month. ``status`` "computing" until ready: with millions of orders these take
+        seconds (distinct counts most), so they are computed in the background and kept
+        until the data changes."""
+        access.require(who, "read")
+        data, _ = await read(versions)
+        compute = orders_summary if part == "orders" else buyers_summary
+        return jsonable(await background(part, data, compute, wait=wait))
 
     @app.get("/v1/dashboard/health", tags=["dashboard"])
     async def segment_health(who: Caller) -> dict[str, Any]:
-        """Health index per segment (cached until the next evaluation: it takes seconds)."""
+        """Health index per segment: ``status`` "computing" (with the previous figures, if
+        any) until ready; kept until the next evaluation or change of data."""
         access.require(who, "read")
-        from kequn.insight.health import health
-
-        def compute() -> dict[str, Any]:
-            runs = ws.table("segment_runs")
-            key = str(runs.aggregate(n=runs.count(), t=runs.computed_at.max()).execute().iloc[0])
-            key += str(ws.table("segments").count().execute())
-            if health_cache.get("key") != key:
-                report = health(ws).as_dict()
-                health_cache.update(key=key, value={
-                    "index": report["index"],
-                    "segments": {s["segment"]: s["index"] for s in report["segments"]},
-                    "warnings": [w.get("message_en") or w.get("message") or str(w)
-                                 for w in report["warnings"]][:20],
-                })  # fmt: skip
-            return health_cache["value"]
-
-        return jsonable(await read(compute))
+        key = await read(versions)
+        answer = await background("health", key, health_summary, wait=0.5)
+        value = answer.pop("value") or {}
+        return jsonable({**answer, "index": value.get("index"),
+                         "segments": value.get("segments", {}),
+                         "warnings": value.get("warnings", [])})  # fmt: skip
 
     # --- the rule builder -------------------------------------------------------------------
 
@@ -210,17 +253,35 @@ def register(app: FastAPI, service) -> None:
 
     @app.get("/v1/dashboard/segments/{name}/persona", tags=["dashboard"])
     async def persona(name: str, who: Caller) -> dict[str, Any]:
-        """The persona (用户画像) at the segment's latest evaluation."""
+        """The persona (用户画像) at the segment's latest evaluation, in ``persona``:
+        ``status`` "computing" until ready (it reads every order and feature)."""
         access.require(who, "read")
         known(name)
-        return jsonable(await read(persona_data, ws, name))
+        key = await read(versions)
+        answer = await background(f"persona:{name}", key, lambda w: persona_data(w, name))
+        answer["persona"] = answer.pop("value")
+        return jsonable(answer)
+
+    @app.get("/v1/dashboard/segments/{name}", tags=["dashboard"])
+    async def segment_summary(name: str, who: Caller) -> dict[str, Any]:
+        """The segment's definition, live size and latest evaluation (size, change, share)."""
+        access.require(who, "read")
+        known(name)
+        return jsonable(await read(segment_data, ws, name))
 
     @app.get("/v1/dashboard/segments/{name}/analysis", tags=["dashboard"])
     async def analysis(name: str, who: Caller) -> dict[str, Any]:
-        """History, R/F/M/CLV distributions, overlap and migration since the previous run."""
+        """History, R/F/M/CLV distributions, overlap and migration since the previous run;
+        ``status`` "computing" until ready (they read every score and membership)."""
         access.require(who, "read")
         known(name)
-        return jsonable(await read(analysis_data, ws, name))
+        data, runs = await read(versions)
+
+        def compute(w) -> dict[str, Any]:
+            return analysis_data(w, name, kept, runs)
+
+        answer = await background(f"analysis:{name}", (data, runs), compute, wait=1.0)
+        return jsonable({**(answer.pop("value") or {}), **answer})
 
     @app.get("/v1/dashboard/segments/{name}/members", tags=["dashboard"])
     async def members(
@@ -264,8 +325,23 @@ def register(app: FastAPI, service) -> None:
         from kequn.profiles import find_customer
 
         cid = await read(find_customer, ws, customer_id)
-        total, rows = await read(timeline_page, ws, cid, offset, limit)
+        key = await read(versions)
+        total, rows = await read(timeline_page, ws, cid, offset, limit, copies, key)
         return jsonable({"customer_id": cid, "total": total, "offset": offset, "items": rows})
+
+    @app.get("/v1/dashboard/customers/{customer_id}/profile", tags=["dashboard"])
+    async def customer_profile(
+        customer_id: str, who: Caller, recent: Annotated[int, Query(ge=0, le=100)] = 5
+    ) -> dict[str, Any]:
+        """``GET /v1/customers/{id}`` (same fields, masking and audit), reading each large
+        table once for this customer instead of once per figure."""
+        access.require(who, "read")
+        from kequn.privacy.api import audit_sensitive_read
+
+        key = await read(versions)
+        data = await read(one_profile, ws, copies, key, customer_id, recent)
+        await read(audit_sensitive_read, ws, who, data)
+        return jsonable((await masked([data], who))[0])
 
     # --- clusters ---------------------------------------------------------------------------
 
@@ -285,7 +361,8 @@ def register(app: FastAPI, service) -> None:
     ) -> dict[str, Any]:
         """A deterministic sample of customers on two of the run's features, with clusters."""
         access.require(who, "read")
-        return jsonable(await read(cluster_scatter, ws, run_id, x, y, limit))
+        key = ("points", run_id, x, y, limit)
+        return jsonable(await read(kept.get, key, run_id, cluster_scatter, ws, run_id, x, y, limit))
 
     @app.post("/v1/dashboard/clusters/{run_id}/{number}/save", tags=["dashboard"])
     async def cluster_save(
@@ -386,6 +463,53 @@ def register(app: FastAPI, service) -> None:
         return {"name": name, "revoked": True}
 
 
+class Kept:
+    """Quick figures kept per name until their key changes; computed in the asking request
+    (on the read connection, under its lock), so a page's second visit costs nothing."""
+
+    LIMIT = 128
+
+    def __init__(self) -> None:
+        self._values: dict[Any, tuple[Any, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: Any, key: Any, func, *args) -> Any:
+        with self._lock:
+            found = self._values.get(name)
+        if found is not None and found[0] == key:
+            return found[1]
+        value = func(*args)
+        with self._lock:
+            if len(self._values) >= self.LIMIT:
+                self._values.pop(next(iter(self._values)))
+            self._values[name] = (key, value)
+        return value
+
+
+def data_version(ws, seq: int = 0) -> tuple:
+    """What the figures over orders, events and customers depend on, read in milliseconds.
+
+    While ``kequn serve`` runs it alone writes the file, and every write changes one of
+    these: the ingest sequence (API writes), the rows of the data tables (imports add rows,
+    erasures delete them), the ``imports`` (an import that only merged identities) and the
+    ``erasures``.
+    """
+    counts = [
+        int(_scalar(ws.table(name).count()))
+        for name in ("orders", "events", "customers", "imports", "erasures")
+    ]
+    return (seq, *counts)
+
+
+def runs_version(ws) -> tuple:
+    """What the figures over evaluations depend on: the runs recorded and segments stored."""
+    r = ws.table("segment_runs")
+    s = ws.table("segments")
+    runs = _rows(r.aggregate(n=r.count(), t=r.computed_at.max()))[0]
+    segs = _rows(s.aggregate(n=s.count(), t=s.updated_at.max()))[0]
+    return (runs["n"], runs["t"], segs["n"], segs["t"])
+
+
 def _field_classes(ws) -> dict[str, str] | None:
     try:
         from kequn.privacy import field_classes
@@ -411,59 +535,113 @@ def _scalar(expr) -> Any:
     return expr.to_pyarrow().as_py()
 
 
-def overview_data(ws) -> dict[str, Any]:
+ACTIVE_DAYS = 90  # "active": ordered in the 90 days to the last order
+TREND_YEARS = 2
+
+
+def overview_data(ws, kept: Kept | None = None) -> dict[str, Any]:
+    """The overview's quick part: each figure reads a small table or stored scores (kept
+    while their table keeps its rows: ``kequn rfm`` and ``kequn lifecycle`` add runs)."""
     from kequn.server.app import _segment_list
 
-    c, o = ws.table("customers"), ws.table("orders")
-    buys = o.filter(~o.is_return)
+    def stored(name: str, func) -> Any:
+        if kept is None:
+            return func(ws)
+        return kept.get(name, int(_scalar(ws.table(name).count())), func, ws)
+
+    return {
+        "customers": int(_scalar(ws.table("customers").count())),
+        "rfm": stored("rfm_scores", rfm_grid),
+        "segments": _segment_list(ws),
+        "lifecycle": stored("lifecycle_stages", lifecycle_counts),
+    }
+
+
+def _purchases(ws) -> ibis.Table:
+    o = ws.table("orders")
+    return o.filter(~o.is_return)
+
+
+def _trend_start(last: datetime) -> datetime:
+    return datetime(last.year - TREND_YEARS, last.month, 1)
+
+
+def orders_summary(ws) -> dict[str, Any]:
+    """Revenue, orders and monthly revenue and orders: two scans of the orders, no DISTINCT."""
+    buys = _purchases(ws)
     totals = _rows(
         buys.aggregate(
             revenue=buys.amount.sum(),
             orders=buys.count(),
-            buyers=buys.customer_id.nunique(),
             first=buys.ordered_at.min(),
             last=buys.ordered_at.max(),
         )
     )[0]
     last = totals["last"]
-    active = 0
     trends: list[dict[str, Any]] = []
     if last is not None:
-        since = last - timedelta(days=90)
-        recent = buys.filter(buys.ordered_at > since)
-        active = int(_scalar(recent.customer_id.nunique()))
-        start = datetime(last.year - 2, last.month, 1)
-        window = buys.filter(buys.ordered_at >= start)
-        month = window.ordered_at.truncate("M")
+        window = buys.filter(buys.ordered_at >= _trend_start(last))
         trends = _rows(
-            window.group_by(month=month)
-            .aggregate(
-                revenue=window.amount.sum(),
-                orders=window.count(),
-                buyers=window.customer_id.nunique(),
-            )
+            window.group_by(month=window.ordered_at.truncate("M"))
+            .aggregate(revenue=window.amount.sum(), orders=window.count())
             .order_by("month")
         )
-        first = buys.group_by("customer_id").aggregate(t=buys.ordered_at.min())
-        first = first.filter(first.t >= start)
-        new = {
-            r["month"]: int(r["n"])
-            for r in _rows(first.group_by(month=first.t.truncate("M")).aggregate(n=first.count()))
-        }
-        for r in trends:
-            r["new_buyers"] = new.get(r["month"], 0)
     return {
-        "customers": int(_scalar(c.count())),
         "revenue": float(totals["revenue"] or 0.0),
         "orders": int(totals["orders"]),
-        "buyers": int(totals["buyers"]),
-        "active": active,
-        "active_window": {"days": 90, "until": last},
-        "rfm": rfm_grid(ws),
-        "segments": _segment_list(ws),
-        "lifecycle": lifecycle_counts(ws),
+        "active_window": {"days": ACTIVE_DAYS, "until": last},
         "trends": trends,
     }
+
+
+def buyers_summary(ws) -> dict[str, Any]:
+    """Distinct buyers: in all, active, and per month (all and new), exact.
+
+    One GROUP BY customer gives each buyer's first and last purchase (buyers, active, new
+    buyers per month); one over (month, customer) gives each month's buyers.
+    """
+    buys = _purchases(ws)
+    per = buys.group_by("customer_id").aggregate(first=buys.ordered_at.min(),
+                                                 last=buys.ordered_at.max())  # fmt: skip
+    last = _scalar(buys.ordered_at.max())
+    if last is None:
+        return {"buyers": 0, "active": 0, "active_window": {"days": ACTIVE_DAYS, "until": None},
+                "months": []}  # fmt: skip
+    since = last - timedelta(days=ACTIVE_DAYS)
+    start = _trend_start(last)
+    totals = _rows(per.aggregate(buyers=per.count(), active=(per["last"] > since).sum()))[0]
+    new = {
+        r["month"]: int(r["n"])
+        for r in _rows(
+            per.filter(per["first"] >= start)
+            .group_by(month=per["first"].truncate("M"))
+            .aggregate(n=ibis._.count())
+        )
+    }
+    window = buys.filter(buys.ordered_at >= start)
+    pairs = window.select("customer_id", month=window.ordered_at.truncate("M")).distinct()
+    months = _rows(pairs.group_by("month").aggregate(buyers=pairs.count()).order_by("month"))
+    for r in months:
+        r["new_buyers"] = new.get(r["month"], 0)
+    return {
+        "buyers": int(totals["buyers"]),
+        "active": int(totals["active"] or 0),
+        "active_window": {"days": ACTIVE_DAYS, "until": last},
+        "months": months,
+    }
+
+
+def health_summary(ws) -> dict[str, Any]:
+    """The health report reduced to what the segment list shows."""
+    from kequn.insight.health import health
+
+    report = health(ws).as_dict()
+    return {
+        "index": report["index"],
+        "segments": {s["segment"]: s["index"] for s in report["segments"]},
+        "warnings": [w.get("message_en") or w.get("message") or str(w)
+                     for w in report["warnings"]][:20],
+    }  # fmt: skip
 
 
 def rfm_grid(ws) -> dict[str, Any] | None:
@@ -535,6 +713,36 @@ def rule_preview(ws, rule: str, as_of: str | None, sample: int) -> dict[str, Any
     return {"count": count, "customers": total, "as_of": moment.label, "sample": rows}
 
 
+def segment_data(ws, name: str) -> dict[str, Any]:
+    """What the segment page heads with: definition, live size, latest evaluation."""
+    from kequn.segments import engine
+
+    seg = engine.segment_definition(ws, name)
+    runs = engine.history(ws, name)
+    latest = runs[-1] if runs else None
+    size = latest["size"] if latest else None
+    previous = runs[-2]["size"] if len(runs) > 1 else None
+    m = ws.table("memberships")
+    live = int(_scalar(m.filter((m.segment == name) & m.exited_at.isnull()).count()))
+    total = int(_scalar(ws.table("customers").count()))
+    return {
+        "name": seg.name,
+        "label_zh": seg.label_zh,
+        "label_en": seg.label_en,
+        "description": seg.description,
+        "owner": seg.owner,
+        "tags": list(seg.tags),
+        "rule": seg.rule,
+        "as_of": latest["as_of"] if latest else None,
+        "size": size,
+        "previous": previous,
+        "change": None if size is None or previous is None else size - previous,
+        "share": (size / total) if size is not None and total else None,
+        "live_size": live,
+        "customers": total,
+    }
+
+
 def _latest_run(ws, name: str) -> dict[str, Any] | None:
     from kequn.segments import engine
 
@@ -550,30 +758,41 @@ def persona_data(ws, name: str) -> dict[str, Any]:
     return persona(ws, name, as_of_value(last["as_of"]) if last else None)
 
 
-def _histogram(values: ibis.Table, column: str, bins: int = 12) -> dict[str, Any]:
-    v = values[column]
-    stats = _rows(
-        values.aggregate(lo=v.min(), hi=v.quantile(0.98), median=v.median(), n=v.count())
-    )[0]
-    lo, hi = stats["lo"], stats["hi"]
-    if lo is None or hi is None:
-        return {"edges": [], "counts": [], "median": None, "n": 0}
-    lo, hi = float(lo), float(hi)
-    width = (hi - lo) / bins if hi > lo else 1.0
-    bucket = ((v - lo) / width).floor().cast("int64").clip(lower=0, upper=bins - 1)
-    found = {
-        int(r["b"]): int(r["n"])
-        for r in _rows(values.filter(v.notnull()).group_by(b=bucket).aggregate(n=ibis._.count()))
-    }
-    return {
-        "edges": [lo + i * width for i in range(bins + 1)],
-        "counts": [found.get(i, 0) for i in range(bins)],
-        "median": stats["median"],
-        "n": int(stats["n"]),
-    }
+def _histograms(values: ibis.Table, columns: list[str], bins: int = 12) -> dict[str, Any]:
+    """Per column: ``bins`` equal-width bins from the minimum to the 98th percentile (the
+    rest in the last bin), the median and the count. Two queries for all the columns."""
+    aggs: dict[str, Any] = {}
+    for c in columns:
+        v = values[c]
+        aggs.update({f"{c}__lo": v.min(), f"{c}__hi": v.quantile(0.98),
+                     f"{c}__median": v.median(), f"{c}__n": v.count()})  # fmt: skip
+    stats = _rows(values.aggregate(**aggs))[0]
+    out: dict[str, Any] = {}
+    parts = []
+    for c in columns:
+        lo, hi = stats[f"{c}__lo"], stats[f"{c}__hi"]
+        if lo is None or hi is None:
+            out[c] = {"edges": [], "counts": [], "median": None, "n": 0}
+            continue
+        lo, hi = float(lo), float(hi)
+        width = (hi - lo) / bins if hi > lo else 1.0
+        v = values[c]
+        bucket = ((v - lo) / width).floor().cast("int64").clip(lower=0, upper=bins - 1)
+        parts.append(
+            values.filter(v.notnull())
+            .group_by(b=bucket)
+            .aggregate(n=ibis._.count())
+            .mutate(col=ibis.literal(c))
+        )
+        out[c] = {"edges": [lo + i * width for i in range(bins + 1)], "counts": [0] * bins,
+                  "median": stats[f"{c}__median"], "n": int(stats[f"{c}__n"])}  # fmt: skip
+    if parts:
+        for r in _rows(ibis.union(*parts, distinct=False) if len(parts) > 1 else parts[0]):
+            out[r["col"]]["counts"][int(r["b"])] = int(r["n"])
+    return out
 
 
-def analysis_data(ws, name: str) -> dict[str, Any]:
+def analysis_data(ws, name: str, kept: Kept | None = None, runs_key: Any = None) -> dict[str, Any]:
     from kequn.segments import engine
 
     runs = engine.history(ws, name)
@@ -586,8 +805,7 @@ def analysis_data(ws, name: str) -> dict[str, Any]:
         scheme = _scalar(r.filter(r.as_of == latest).scheme.min())
         at = r.filter((r.as_of == latest) & (r.scheme == scheme))
         mine = at.semi_join(cur, at.customer_id == cur._id)
-        for col in ("recency_days", "frequency", "monetary"):
-            out["distributions"][col] = _histogram(mine, col)
+        out["distributions"].update(_histograms(mine, ["recency_days", "frequency", "monetary"]))
         out["rfm_as_of"] = latest
     s = ws.table("clv_scores")
     latest_clv = _scalar(s.as_of.max())
@@ -598,21 +816,62 @@ def analysis_data(ws, name: str) -> dict[str, Any]:
         )[0]
         at = at.filter((at.model == first["model"]) & (at.horizon_days == first["horizon_days"]))
         mine = at.semi_join(cur, at.customer_id == cur._id)
-        out["distributions"]["clv"] = _histogram(mine, "clv")
+        out["distributions"].update(_histograms(mine, ["clv"]))
         out["clv_model"] = {**first, "as_of": latest_clv}
-    pairs = [p for p in engine.overlap(ws) if name in (p["a"], p["b"])]
-    out["overlap"] = sorted(
-        ({"segment": p["b"] if p["a"] == name else p["a"], "both": p["both"],
-          "size": p["size_b"] if p["a"] == name else p["size_a"], "jaccard": p["jaccard"]}
-         for p in pairs),
-        key=lambda p: -p["both"],
-    )  # fmt: skip
+    out["overlap"] = overlap_with(ws, name)
     out["migration"] = None
     if len(runs) >= 2:
-        mig = engine.migration(ws, runs[-2]["as_of"], runs[-1]["as_of"])
-        moves = [x for x in mig["moves"] if name in (x["from"], x["to"]) and x["customers"]]
-        out["migration"] = {"from": mig["from"], "to": mig["to"], "moves": moves}
+        # memberships at two past evaluations change only with a new evaluation
+        args = (ws, name, runs[-2]["as_of"], runs[-1]["as_of"])
+        if kept is None:
+            out["migration"] = migration_of(*args)
+        else:
+            out["migration"] = kept.get(("migration", name), runs_key, migration_of, *args)
     return out
+
+
+def overlap_with(ws, name: str) -> list[dict[str, Any]]:
+    """Current members shared with each other segment (and its size, Jaccard), largest first.
+
+    One join of this segment's members against the others', not every pair of segments.
+    """
+    from kequn.segments.engine import stored_names
+
+    m = ws.table("memberships")
+    cur = m.filter(m.exited_at.isnull()).select("segment", "customer_id")
+    mine = cur.filter(cur.segment == name).select(_cid="customer_id").distinct()
+    others = cur.filter(cur.segment != name)
+    # a customer has one open interval per segment: rows are members
+    sizes = {r["segment"]: int(r["n"])
+             for r in _rows(cur.group_by("segment").aggregate(n=cur.count()))}  # fmt: skip
+    both = {
+        r["segment"]: int(r["n"])
+        for r in _rows(
+            others.join(mine, others.customer_id == mine._cid)
+            .group_by("segment")
+            .aggregate(n=ibis._.count())
+        )
+    }
+    own = sizes.get(name, 0)
+    out = []
+    for other in stored_names(ws):
+        if other == name:
+            continue
+        n, size = both.get(other, 0), sizes.get(other, 0)
+        union = own + size - n
+        out.append({"segment": other, "both": n, "size": size,
+                    "jaccard": n / union if union else 0.0})  # fmt: skip
+    return sorted(out, key=lambda p: -p["both"])
+
+
+def migration_of(ws, name: str, start: Any, end: Any) -> dict[str, Any]:
+    """Moves into and out of ``name`` between two evaluations (``engine.migration``'s rows
+    that involve it)."""
+    from kequn.segments import engine
+
+    mig = engine.migration(ws, start, end)
+    moves = [x for x in mig["moves"] if name in (x["from"], x["to"]) and x["customers"]]
+    return {"from": mig["from"], "to": mig["to"], "moves": moves}
 
 
 def members_page(ws, name: str, q: str, offset: int, limit: int) -> tuple[int, list[dict]]:
@@ -636,7 +895,9 @@ def members_page(ws, name: str, q: str, offset: int, limit: int) -> tuple[int, l
             | j.city.lower().contains(needle).fill_null(False)
             | j.channel.lower().contains(needle).fill_null(False)
         )
-    total = int(_scalar(j.count()))
+        total = int(_scalar(j.count()))
+    else:  # a left join keeps every membership: count them alone
+        total = int(_scalar(cur.count()))
     return total, _rows(j.order_by("customer_id").limit(limit, offset=offset))
 
 
@@ -656,7 +917,80 @@ def search_customers(ws, q: str, limit: int, personal: bool) -> list[dict[str, A
     return _rows(t.select(*cols).order_by("customer_id").limit(limit))
 
 
-def timeline_page(ws, cid: str, offset: int, limit: int) -> tuple[int, list[dict[str, Any]]]:
+class _Tables:
+    """A workspace whose named tables are replaced (the rest, and everything else, as is)."""
+
+    def __init__(self, ws, tables: dict[str, ibis.Table]) -> None:
+        self._ws, self._tables = ws, tables
+
+    def table(self, name: str) -> ibis.Table:
+        return self._tables[name] if name in self._tables else self._ws.table(name)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ws, name)
+
+
+# a customer's rows in these tables are read once per profile (each a scan of the table)
+ONE_CUSTOMER = ("orders", "events", "rfm_scores", "clv_scores", "churn_scores", "memberships")
+
+
+class Customers:
+    """The last few customers' own rows, copied into temporary tables of the read connection.
+
+    Orders and events are not sorted by customer, so every query about one customer scans
+    the whole table; a profile asks a dozen. Copied once (one scan per table) and kept while
+    the data and evaluations stay as they were, the profile, its timeline pages and the next
+    visit read a few rows. Used under the read connection's lock only.
+    """
+
+    def __init__(self, size: int = 8) -> None:
+        self.size = size
+        self._kept: dict[str, tuple[Any, list[str], _Tables]] = {}
+
+    def get(self, ws, cid: str, key: Any) -> _Tables:
+        found = self._kept.pop(cid, None)
+        if found is not None and found[0] == key:
+            self._kept[cid] = found  # the newest last
+            return found[2]
+        if found is not None:
+            self._drop(ws, found[1])
+        made: list[str] = []
+        copies: dict[str, ibis.Table] = {}
+        try:
+            for name in ONE_CUSTOMER:
+                t = ws.table(name)
+                temp = f"_kequn_one_{name}_{uuid.uuid4().hex[:10]}"
+                copies[name] = ws.con.create_table(temp, t.filter(t.customer_id == cid), temp=True)
+                made.append(temp)
+        except BaseException:
+            self._drop(ws, made)
+            raise
+        self._kept[cid] = (key, made, _Tables(ws, copies))
+        while len(self._kept) > self.size:
+            oldest = next(iter(self._kept))
+            self._drop(ws, self._kept.pop(oldest)[1])
+        return self._kept[cid][2]
+
+    @staticmethod
+    def _drop(ws, names: list[str]) -> None:
+        for name in names:
+            ws.con.drop_table(name, force=True)
+
+
+def one_profile(ws, copies: Customers, key: Any, who: str, recent: int) -> dict[str, Any]:
+    """:func:`kequn.profiles.profile` over the customer's own rows (the same answer)."""
+    from kequn.profiles import find_customer, profile
+
+    cid = find_customer(ws, who)
+    return profile(copies.get(ws, cid, key), cid, recent=recent)
+
+
+def timeline_page(
+    ws, cid: str, offset: int, limit: int, copies: Customers | None = None, key: Any = None
+) -> tuple[int, list[dict[str, Any]]]:
+    """Orders, returns and events of one customer, newest first: a page and the total."""
+    if copies is not None:
+        ws = copies.get(ws, cid, key)
     o = ws.table("orders")
     o = o.filter(o.customer_id == cid)
     e = ws.table("events")
@@ -709,18 +1043,49 @@ def cluster_scatter(ws, run_id: str, x: str, y: str, limit: int) -> dict[str, An
             found = re.search(r"type = (['\"])(.*?)\1", f["expr"])
             if found:
                 types.append(found.group(2))
-    table, _ = feature_table(ws, as_of_value(run.as_of), groups, event_types=types)
-    for axis in (x, y):
-        if axis not in table.columns:
-            raise HTTPProblem(422, f"feature {axis!r} is not numeric; pick another", field="x")
+    # the sample first (by hash: the same customers every time), then their features only
     k = ws.table("clusters")
     k = k.filter(k.run_id == run.run_id)
-    j = table.join(k, table.customer_id == k.customer_id).select(
-        customer_id=table.customer_id, x=table[x], y=table[y], cluster=k.cluster
-    )
-    j = j.filter(j.x.notnull() & j.y.notnull())
-    points = _rows(j.order_by(j.customer_id.hash()).limit(limit))
+    picked = _rows(k.order_by(k.customer_id.hash()).limit(limit).select("customer_id", "cluster"))
+    ids = ibis.memtable({"_sid": [r["customer_id"] for r in picked]})
+    table, _ = feature_table(_Only(ws, ids), as_of_value(run.as_of), groups, event_types=types)
+    for axis in (x, y):
+        if axis in {f["name"] for f in run.features if str(f["group"]).startswith("attr")}:
+            raise HTTPProblem(422, f"feature {axis!r} is not numeric; pick another", field="x")
+        if axis not in table.columns:  # scores none of the sampled customers has
+            return {"run_id": run.run_id, "x": x, "y": y, "points": []}
+    cluster = {r["customer_id"]: r["cluster"] for r in picked}
+    values = _rows(table.select("customer_id", x=table[x], y=table[y]))
+    points = [
+        {"customer_id": v["customer_id"], "x": v["x"], "y": v["y"],
+         "cluster": cluster[v["customer_id"]]}
+        for v in values
+        if v["x"] is not None and v["y"] is not None and v["customer_id"] in cluster
+    ]  # fmt: skip
+    points.sort(key=lambda p: p["customer_id"])
     return {"run_id": run.run_id, "x": x, "y": y, "points": points}
+
+
+class _Only:
+    """A workspace whose customers, orders and events are those of some customers only.
+
+    Per-customer features are the same for a customer whether or not the others are there,
+    so the scatter's sample needs its own rows only (milliseconds, not a pass over all).
+    """
+
+    TABLES = ("customers", "orders", "events", "clv_scores", "churn_scores")
+
+    def __init__(self, ws, ids: ibis.Table) -> None:
+        self._ws, self._ids = ws, ids
+
+    def table(self, name: str) -> ibis.Table:
+        t = self._ws.table(name)
+        if name in self.TABLES and "customer_id" in t.columns:
+            return t.filter(t.customer_id.isin(self._ids._sid))
+        return t
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ws, name)
 
 
 def campaign_data(ws) -> dict[str, Any]:

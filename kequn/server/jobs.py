@@ -1,4 +1,4 @@
-"""Background jobs for the dashboard: import, evaluation, clustering.
+"""Background work for the dashboard: jobs (import, evaluation, clustering) and figures.
 
 Each job is a thread with its progress in memory (``GET /v1/jobs/{id}``), so a long import
 never holds an HTTP request open and the page stays usable. A job that reads or writes the
@@ -6,16 +6,25 @@ workspace opens its own connection (DuckDB shares one database instance per proc
 runs connections concurrently); evaluation goes through the service's evaluator lock, so
 live membership and a full evaluation never interleave. Jobs are forgotten when the server
 stops; what they wrote is in the workspace.
+
+:class:`Background` does the same for read-only figures that take seconds on a large
+workspace (segment health, personas, buyer counts): computed on worker threads with their
+own connections, so the API's shared read connection is never held for seconds, and kept
+until the state they were computed from changes.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the handlers' annotations.
+import contextlib
 import itertools
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -26,9 +35,10 @@ from kequn import access
 from kequn.errors import KequnError
 from kequn.server.http import HTTPProblem, jsonable
 
-__all__ = ["Job", "Jobs", "register"]
+__all__ = ["Background", "Job", "Jobs", "register"]
 
 MAX_KEPT = 200  # finished jobs remembered
+MAX_FIGURES = 256  # background figures remembered (personas per segment, ...)
 
 
 @dataclass
@@ -104,6 +114,126 @@ class Jobs:
     def all(self) -> list[Job]:
         with self._lock:
             return sorted(self._jobs.values(), key=lambda j: j.started_at, reverse=True)
+
+
+@dataclass
+class _Figure:
+    key: Hashable = None  # the state ``value`` was computed from
+    value: Any = None
+    computed_at: datetime | None = None
+    seconds: float = 0.0
+    error: str | None = None
+    error_key: Hashable = None
+    running: Future | None = None
+    running_key: Hashable = None
+    used: float = field(default_factory=time.monotonic)
+
+
+class Background:
+    """Read-only figures computed off the request path, kept per name until their key changes.
+
+    ``get(name, key, compute)`` answers at once: ``status`` "ready" with the value computed
+    for ``key``; or "computing" (the work started or still running), with the previous value
+    and when it was computed if there is one (``stale``: true); or "failed" with the error
+    (asked again, it retries). ``key`` is whatever the figure depends on (the number of
+    evaluations, rows, imports, ...), so a figure is exact for the state it names. ``wait``
+    seconds are spent waiting for the work first, so quick figures need no second request.
+    """
+
+    def __init__(self, workspace: Path, workers: int = 2) -> None:
+        self._path = workspace
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="kequn-figures")
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._figures: dict[str, _Figure] = {}
+        self._all: list[Any] = []
+
+    def _workspace(self):
+        ws = getattr(self._local, "ws", None)
+        if ws is None:
+            from kequn.workspace import open_workspace
+
+            ws = self._local.ws = open_workspace(self._path)
+            with self._lock:
+                self._all.append(ws)
+        return ws
+
+    def _run(self, figure: _Figure, key: Hashable, compute: Callable[[Any], Any]) -> None:
+        started = time.perf_counter()
+        try:
+            value = compute(self._workspace())
+        except Exception as exc:  # reported to the page; the next ask retries
+            with self._lock:
+                figure.error = str(exc) if isinstance(exc, KequnError) else (
+                    f"{type(exc).__name__}: {exc}")  # fmt: skip
+                figure.error_key = key
+                figure.running = figure.running_key = None
+            if not isinstance(exc, KequnError):
+                traceback.print_exc()
+            return
+        with self._lock:
+            figure.key, figure.value = key, value
+            figure.computed_at = datetime.now()
+            figure.seconds = time.perf_counter() - started
+            figure.error = figure.error_key = None
+            figure.running = figure.running_key = None
+
+    def get(
+        self, name: str, key: Hashable, compute: Callable[[Any], Any], *, wait: float = 0.0
+    ) -> dict[str, Any]:
+        with self._lock:
+            figure = self._figures.get(name)
+            if figure is None:
+                figure = self._figures[name] = _Figure()
+                self._forget_old()
+            figure.used = time.monotonic()
+            if figure.computed_at is not None and figure.key == key:
+                return self._answer(figure, "ready")
+            if figure.error is not None and figure.error_key == key:
+                answer = self._answer(figure, "failed")
+                figure.error = figure.error_key = None  # the next ask tries again
+                return answer
+            if figure.running is None:
+                figure.running_key = key
+                figure.running = self._pool.submit(self._run, figure, key, compute)
+            running = figure.running
+        if wait > 0 and running is not None:
+            with contextlib.suppress(FutureTimeout):
+                running.result(timeout=wait)
+            return self.get(name, key, compute) if running.done() else self._computing(name)
+        return self._computing(name)
+
+    def _computing(self, name: str) -> dict[str, Any]:
+        with self._lock:
+            return self._answer(self._figures[name], "computing")
+
+    @staticmethod
+    def _answer(figure: _Figure, status: str) -> dict[str, Any]:
+        return {
+            "status": status,
+            "value": figure.value,
+            "computed_at": figure.computed_at,
+            "seconds": round(figure.seconds, 3),
+            "stale": status != "ready" and figure.computed_at is not None,
+            "error": figure.error if status == "failed" else None,
+        }
+
+    def _forget_old(self) -> None:
+        if len(self._figures) <= MAX_FIGURES:
+            return
+        idle = sorted(
+            (f.used, n) for n, f in self._figures.items() if f.running is None
+        )  # fmt: skip
+        for _, name in idle[: len(self._figures) - MAX_FIGURES]:
+            del self._figures[name]
+
+    def close(self) -> None:
+        """Stop taking work and close the workers' connections (at server shutdown)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            for ws in self._all:
+                ws.close()
+            self._all.clear()
 
 
 class ImportIn(BaseModel):

@@ -25,6 +25,7 @@ from typing import Any
 import pyarrow as pa
 
 from kequn.errors import WorkspaceError
+from kequn.ingest.merge import record_upserts
 from kequn.store import CUSTOMERS, EVENTS, ORDERS
 from kequn.workspace import Workspace
 
@@ -237,6 +238,7 @@ class Journal:
             )
         finally:
             self.duck.unregister("_kequn_probe")
+        before = {row["customer_id"]: dict(row) for row in current}
         for row in current:
             merged[row["customer_id"]] = row
         for row in rows:  # in arrival order: later upserts win field by field
@@ -255,6 +257,7 @@ class Journal:
             base["updated_at"] = now
         self.ws.store.delete("customers", customer_id=sorted(merged))
         self.ws.store.append("customers", _table(list(merged.values()), CUSTOMERS))
+        record_upserts(self.duck, before, merged, now)  # replaced values stay in history
 
 
 def _table(rows: list[dict[str, Any]], schema) -> pa.Table:

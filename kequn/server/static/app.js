@@ -89,22 +89,42 @@ async function loading(fn) {
 // --- jobs: background work with progress ----------------------------------------------------
 
 async function watchJob(job, onDone) {
-  const bar = h("progress", { max: 1, value: 0 });
-  const label = h("span", { class: "muted" }, t("job_running"));
-  const row = h("div", { class: "job", "data-testid": `job-${job.kind}` }, `${job.kind} `, bar, " ", label);
+  // no value: an indeterminate bar until the server reports a fraction done
+  const bar = h("progress", { max: 1 });
+  const label = h("span", { class: "muted" }, job.message || t("job_running"));
+  const row = h("div", { class: "job", "data-testid": `job-${job.kind}`, "data-status": "running" },
+    `${t(`job_kind_${job.kind}`)} `, bar, " ", label);
   document.getElementById("jobs").append(row);
   for (;;) {
     await new Promise((r) => setTimeout(r, 400));
     const j = await api(`/v1/jobs/${encodeURIComponent(job.job_id)}`);
-    bar.value = j.progress;
+    if (j.progress > 0) bar.value = j.progress;
+    row.dataset.progress = j.progress;
     label.textContent = j.status === "running" ? (j.message || t("job_running")) : t(`job_${j.status}`);
     if (j.status !== "running") {
+      bar.value = j.status === "done" ? 1 : j.progress;
       row.dataset.status = j.status;
       setTimeout(() => row.remove(), 8000);
       if (j.status === "failed") notice(j.error);
       if (onDone) onDone(j);
       return j;
     }
+  }
+}
+
+// Figures the server computes in the background answer {status: "computing" | "ready" |
+// "failed", value, computed_at, stale}: show what there is, ask again until ready, and stop
+// once the element is gone (the user went elsewhere).
+async function untilReady(first, ask, show, el, { every = 1500 } = {}) {
+  let answer = first;
+  for (;;) {
+    if (!el.isConnected) return;
+    show(answer);
+    if (answer.status === "failed") { notice(answer.error); return; }
+    if (answer.status === "ready") return;
+    if (every) await new Promise((r) => setTimeout(r, every));
+    if (!el.isConnected) return;
+    answer = await ask();
   }
 }
 
@@ -123,9 +143,9 @@ async function overviewPage(v) {
     h("h1", {}, t("overview")),
     h("div", { class: "kpis" },
       kpi(t("total_customers"), num(d.customers)),
-      kpi(t("revenue"), num(d.revenue)),
-      kpi(t("orders"), num(d.orders)),
-      kpi(t("active_customers"), num(d.active), t("active_hint", { date: day(d.active_window.until) }))),
+      kpi(t("revenue"), h("span", { id: "kpi-revenue" }, "…")),
+      kpi(t("orders"), h("span", { id: "kpi-orders" }, "…")),
+      kpi(t("active_customers"), h("span", { id: "kpi-active" }, "…"), h("span", { id: "active-hint" }, ""))),
     h("div", { class: "cards" },
       card(t("rfm_grid"), d.rfm ? heat : h("p", { class: "muted" }, t("rfm_none"))),
       card(t("segment_sizes"), sizes),
@@ -159,17 +179,44 @@ async function overviewPage(v) {
         data: stages.map((s) => ({ name: lang() === "zh" ? s.label_zh : s.label_en, value: s.customers })) }],
     });
   }
-  chart(trend, {
-    tooltip: { trigger: "axis" }, legend: { top: 0 },
-    grid: { left: 60, right: 60, top: 30, bottom: 30 },
-    xAxis: { type: "category", data: d.trends.map((r) => String(r.month).slice(0, 7)) },
-    yAxis: [{ type: "value", name: t("revenue") }, { type: "value", name: t("buyers") }],
-    series: [
-      { name: t("revenue"), type: "bar", data: d.trends.map((r) => Math.round(r.revenue)) },
-      { name: t("buyers"), type: "line", yAxisIndex: 1, data: d.trends.map((r) => r.buyers) },
-      { name: t("new_buyers"), type: "line", yAxisIndex: 1, data: d.trends.map((r) => r.new_buyers) },
-    ],
-  });
+  // the figures over every order take seconds with millions of orders: the server computes
+  // them in the background; fill them in as they come (the rest of the page is usable)
+  let trendChart = null, months = [], buyers = null;
+  const showBuyers = () => {
+    const box = document.getElementById("kpi-active");
+    if (!box || !buyers) return;
+    box.textContent = num(buyers.active);
+    box.dataset.status = "ready";
+    if (!trendChart || trendChart.isDisposed()) return;
+    const by = Object.fromEntries(buyers.months.map((r) => [String(r.month).slice(0, 7), r]));
+    trendChart.setOption({ series: [{}, { data: months.map((m) => by[m]?.buyers ?? 0) },
+      { data: months.map((m) => by[m]?.new_buyers ?? 0) }] });
+  };
+  const showOrders = (answer) => {
+    const o = answer.value;
+    if (!o || trendChart) return;
+    document.getElementById("kpi-revenue").textContent = num(o.revenue);
+    document.getElementById("kpi-orders").textContent = num(o.orders);
+    document.getElementById("active-hint").textContent = t("active_hint", { date: day(o.active_window.until) });
+    months = o.trends.map((r) => String(r.month).slice(0, 7));
+    trendChart = chart(trend, {
+      tooltip: { trigger: "axis" }, legend: { top: 0 },
+      grid: { left: 60, right: 60, top: 30, bottom: 30 },
+      xAxis: { type: "category", data: months },
+      yAxis: [{ type: "value", name: t("revenue") }, { type: "value", name: t("buyers") }],
+      series: [
+        { name: t("revenue"), type: "bar", data: o.trends.map((r) => Math.round(r.revenue)) },
+        { name: t("buyers"), type: "line", yAxisIndex: 1, data: [] },
+        { name: t("new_buyers"), type: "line", yAxisIndex: 1, data: [] },
+      ],
+    });
+    trend.dataset.status = "ready";
+    showBuyers();
+  };
+  const ask = (part) => () => api(`/v1/dashboard/overview/${part}?wait=2`);
+  untilReady(d.orders, ask("orders"), showOrders, trend, { every: 0 }).catch((e) => notice(e.message));
+  untilReady(d.buyers, ask("buyers"), (answer) => { if (answer.value) { buyers = answer.value; showBuyers(); } },
+    trend, { every: 0 }).catch((e) => notice(e.message));
 }
 
 async function segmentsPage(v) {
@@ -185,19 +232,33 @@ async function segmentsPage(v) {
   ], rows, { testid: "segment-list" });
   const actions = h("div", { class: "actions" },
     can("write_rules") ? h("a", { class: "button", href: "#/builder", "data-testid": "new-segment" }, t("new_segment")) : null,
-    can("write_rules") ? h("button", { onclick: async () => {
-      const job = await api("/v1/jobs/evaluate", { method: "POST", body: {} });
-      watchJob(job, () => { if (location.hash.startsWith("#/segments")) route(); });
+    can("write_rules") ? h("button", { id: "evaluate-all", onclick: async (e) => {
+      e.target.disabled = true;
+      try {
+        const job = await api("/v1/jobs/evaluate", { method: "POST", body: {} });
+        watchJob(job, () => { if (location.hash === "#/segments") route(); });
+      } catch (err) { notice(err.message); e.target.disabled = false; }
     } }, t("evaluate_all")) : null);
   v.replaceChildren(h("h1", {}, t("segments")), actions, list);
-  // health takes seconds on a large workspace: fill it in when it comes
-  api("/v1/dashboard/health").then((hd) => {
-    for (const el of v.querySelectorAll(".health")) {
-      const x = hd.segments[el.dataset.segment];
-      el.textContent = x === null || x === undefined ? "–" : num(x, 1);
-      el.classList.add(x >= 80 ? "good" : x >= 60 ? "fair" : "poor");
+  // health takes seconds on a large workspace: the server computes it in the background
+  // (status "computing", with the previous figures if any); ask again until it is ready
+  const fill = (hd) => {
+    for (const el of list.querySelectorAll(".health")) {
+      const x = hd.segments?.[el.dataset.segment];
+      el.textContent = x === null || x === undefined ? (hd.status === "ready" ? "–" : "…") : num(x, 1);
+      el.classList.remove("good", "fair", "poor");
+      if (typeof x === "number") el.classList.add(x >= 80 ? "good" : x >= 60 ? "fair" : "poor");
+      else if (hd.status === "ready") el.classList.add("none");
     }
-  }).catch(() => {});
+    list.dataset.health = hd.status;
+  };
+  const poll = async (wait) => {
+    if (!list.isConnected) return;
+    const hd = await api("/v1/dashboard/health");
+    fill(hd);
+    if (hd.status !== "ready" && list.isConnected) setTimeout(() => poll(Math.min(wait * 1.5, 5000)).catch(() => {}), wait);
+  };
+  poll(800).catch(() => {});
 }
 
 // Rule tokens for the highlighted overlay of the editor.
@@ -322,12 +383,11 @@ function histogramChart(el, d, color) {
 }
 
 async function segmentPage(v, name) {
-  const [seg, analysis] = await Promise.all([
-    api(`/v1/segments/${encodeURIComponent(name)}`),
-    api(`/v1/dashboard/segments/${encodeURIComponent(name)}/analysis`),
-  ]);
+  const seg = await api(`/v1/dashboard/segments/${encodeURIComponent(name)}`);
   const personaBox = h("div", { class: "persona", "data-testid": "persona" }, t("loading"));
-  const dists = h("div", { class: "dists" });
+  const dists = h("div", { class: "dists", "data-testid": "distributions" }, t("loading"));
+  const overlapBox = h("div", { "data-testid": "overlap" }, t("loading"));
+  const migrationBox = h("div", {}, t("loading"));
   const sankey = h("div", { class: "chart" });
   const membersBox = h("div", {});
   const search = h("input", { id: "member-search", type: "search", placeholder: t("search") });
@@ -346,29 +406,47 @@ async function segmentPage(v, name) {
     h("div", { class: "cards" },
       card(t("persona"), personaBox),
       card(t("distributions"), dists),
-      card(t("overlap"), table([
-        { title: t("segments"), render: (r) => link(`#/segments/${encodeURIComponent(r.segment)}`, r.segment) },
-        { title: t("both"), num: true, render: (r) => num(r.both) },
-        { title: t("size"), num: true, render: (r) => num(r.size) },
-        { title: t("jaccard"), num: true, render: (r) => r.jaccard.toFixed(3) },
-      ], analysis.overlap.slice(0, 10))),
-      card(t("migration"), analysis.migration ? sankey : h("p", { class: "muted" }, t("no_migration")))),
+      card(t("overlap"), overlapBox),
+      card(t("migration"), migrationBox)),
     card(t("members"), h("div", { class: "actions" }, search, exports), membersBox));
-  for (const [key, color] of [["recency_days", "#5b8ff9"], ["frequency", "#5ad8a6"], ["monetary", "#f6bd16"], ["clv", "#e8684a"]]) {
-    const d = analysis.distributions[key];
-    if (!d || !d.counts.length) continue;
-    const el = h("div", { class: "chart small" });
-    dists.append(h("div", {}, h("h3", {}, `${t(key)} · ${t("median")} ${num(d.median, 1)}`), el));
-    histogramChart(el, d, color);
-  }
-  if (analysis.migration) {
-    const node = (seg, side) => (seg === null ? `∅ ${side}` : `${seg} ${side}`);
-    const links = analysis.migration.moves.map((m) => ({ source: node(m.from, "·1"), target: node(m.to, "·2"), value: m.customers }));
-    const names = [...new Set(links.flatMap((l) => [l.source, l.target]))];
-    chart(sankey, { tooltip: {}, series: [{ type: "sankey", data: names.map((n) => ({ name: n })), links,
-      left: 10, right: 90, label: { fontSize: 11 } }] });
-  }
-  api(`/v1/dashboard/segments/${encodeURIComponent(name)}/persona`).then((p) => {
+  // distributions, overlap and migration read every score and membership: the server
+  // computes them in the background; the members table below does not wait for them
+  const showAnalysis = (analysis) => {
+    if (analysis.status !== "ready" && !analysis.stale) return;
+    dists.dataset.status = analysis.status;
+    dists.replaceChildren();
+    for (const [key, color] of [["recency_days", "#5b8ff9"], ["frequency", "#5ad8a6"], ["monetary", "#f6bd16"], ["clv", "#e8684a"]]) {
+      const d = analysis.distributions[key];
+      if (!d || !d.counts.length) continue;
+      const el = h("div", { class: "chart small" });
+      dists.append(h("div", {}, h("h3", {}, `${t(key)} · ${t("median")} ${num(d.median, 1)}`), el));
+      histogramChart(el, d, color);
+    }
+    overlapBox.replaceChildren(table([
+      { title: t("segments"), render: (r) => link(`#/segments/${encodeURIComponent(r.segment)}`, r.segment) },
+      { title: t("both"), num: true, render: (r) => num(r.both) },
+      { title: t("size"), num: true, render: (r) => num(r.size) },
+      { title: t("jaccard"), num: true, render: (r) => r.jaccard.toFixed(3) },
+    ], analysis.overlap.slice(0, 10)));
+    migrationBox.replaceChildren(analysis.migration ? sankey : h("p", { class: "muted" }, t("no_migration")));
+    if (analysis.migration) {
+      const node = (seg, side) => (seg === null ? `∅ ${side}` : `${seg} ${side}`);
+      const links = analysis.migration.moves.map((m) => ({ source: node(m.from, "·1"), target: node(m.to, "·2"), value: m.customers }));
+      const names = [...new Set(links.flatMap((l) => [l.source, l.target]))];
+      const old = echarts.getInstanceByDom(sankey);
+      if (old) { old.dispose(); state.charts = state.charts.filter((c) => c !== old); }
+      chart(sankey, { tooltip: {}, series: [{ type: "sankey", data: names.map((n) => ({ name: n })), links,
+        left: 10, right: 90, label: { fontSize: 11 } }] });
+    }
+  };
+  const askAnalysis = () => api(`/v1/dashboard/segments/${encodeURIComponent(name)}/analysis`);
+  askAnalysis().then((first) => untilReady(first, askAnalysis, showAnalysis, dists))
+    .catch((e) => { dists.textContent = e.message; });
+  const showPersona = (answer) => {
+    const p = answer.persona;
+    personaBox.dataset.status = answer.status;
+    if (answer.status === "failed") { personaBox.textContent = answer.error; return; }
+    if (!p) { personaBox.textContent = t("computing"); return; }
     const zh = lang() === "zh";
     personaBox.replaceChildren(
       h("h3", {}, zh ? p.name_zh : p.name_en),
@@ -377,8 +455,12 @@ async function segmentPage(v, name) {
         h("dt", {}, t("size")), h("dd", {}, `${num(p.size)} (${pct(p.share)})`),
         h("dt", {}, t("revenue_share")), h("dd", {}, pct(p.revenue_share)),
         h("dt", {}, `${t("monetary")} · ${t("median")}`), h("dd", {}, `${num(p.median.monetary)} / ${t("overall")} ${num(p.overall_median.monetary)}`),
-        h("dt", {}, `${t("recency_days")} · ${t("median")}`), h("dd", {}, `${num(p.median.recency_days)} / ${t("overall")} ${num(p.overall_median.recency_days)}`)));
-  }).catch((e) => { personaBox.textContent = e.message; });
+        h("dt", {}, `${t("recency_days")} · ${t("median")}`), h("dd", {}, `${num(p.median.recency_days)} / ${t("overall")} ${num(p.overall_median.recency_days)}`)),
+      answer.stale ? h("p", { class: "muted small" }, `${t("computing")} (${when(answer.computed_at)})`) : null);
+  };
+  const askPersona = () => api(`/v1/dashboard/segments/${encodeURIComponent(name)}/persona`);
+  askPersona().then((first) => untilReady(first, askPersona, showPersona, personaBox))
+    .catch((e) => { personaBox.textContent = e.message; });
   let offset = 0;
   const limit = 20;
   const loadMembers = async () => {
@@ -416,7 +498,7 @@ async function customersPage(v, id) {
   };
   box.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(() => find().catch((e) => notice(e.message)), 300); });
   if (!id) { await find(); return; }
-  const p = await api(`/v1/customers/${encodeURIComponent(id)}?recent=5`);
+  const p = await api(`/v1/dashboard/customers/${encodeURIComponent(id)}/profile?recent=5`);
   const attrs = Object.entries(p.attributes).filter(([, x]) => x !== null && x !== "");
   const timelineBox = h("div", {});
   const scoreRows = Object.entries(p.scores).map(([kind, s]) => h("tr", {}, h("th", {}, kind),
@@ -454,9 +536,15 @@ async function customersPage(v, id) {
 
 async function clustersPage(v) {
   const runs = await api("/v1/dashboard/clusters");
-  const runButton = can("write_rules") ? h("button", { onclick: async () => {
-    const job = await api("/v1/jobs/cluster", { method: "POST", body: { k: "auto" } });
-    watchJob(job, (j) => { if (j.status === "done" && location.hash.startsWith("#/clusters")) route(); });
+  const runButton = can("write_rules") ? h("button", { id: "run-clustering", onclick: async (e) => {
+    e.target.disabled = true;
+    try {
+      const job = await api("/v1/jobs/cluster", { method: "POST", body: { k: "auto" } });
+      watchJob(job, (j) => {
+        if (j.status === "done" && location.hash.startsWith("#/clusters")) route();
+        else e.target.disabled = false;
+      });
+    } catch (err) { notice(err.message); e.target.disabled = false; }
   } }, t("run_clustering")) : null;
   if (!runs.length) { v.replaceChildren(h("h1", {}, t("clusters")), runButton, h("p", { class: "muted" }, t("no_clusters"))); return; }
   const run = runs[0];
@@ -479,18 +567,23 @@ async function clustersPage(v) {
   };
   xs.addEventListener("change", draw); ys.addEventListener("change", draw);
   const rules = run.rules.map((r) => {
-    const name = h("input", { placeholder: `cluster_${r.cluster}`, size: 16 });
-    const save = can("write_rules") ? h("button", { onclick: async () => {
+    const name = h("input", { id: `cluster-name-${r.cluster}`, placeholder: `cluster_${r.cluster}`, size: 16 });
+    const savedBox = h("span", { class: "muted", id: `cluster-saved-${r.cluster}` });
+    const save = can("write_rules") ? h("button", { id: `save-cluster-${r.cluster}`, onclick: async (e) => {
+      e.target.disabled = true;
       try {
         const res = await api(`/v1/dashboard/clusters/${encodeURIComponent(run.run_id)}/${r.cluster}/save`,
           { method: "POST", body: { name: name.value.trim() || `cluster_${r.cluster}` } });
         notice(`${t("saved")}: ${res.name} (${num(res.size)})`, "ok");
-      } catch (e) { notice(e.message); }
+        savedBox.replaceChildren(link(`#/segments/${encodeURIComponent(res.name)}`, res.name), ` · ${num(res.size)}`);
+        savedBox.dataset.size = res.size;
+      } catch (err) { notice(err.message); }
+      e.target.disabled = false;
     } }, t("save_as_segment")) : null;
     return h("div", { class: "cluster-rule" },
       h("h3", {}, `${t("cluster")} ${r.cluster} · ${num(r.size)} · ${t("revenue_share")} ${pct(r.revenue_share)}`),
       h("p", { class: "muted" }, `${t("precision")} ${pct(r.precision)} · ${t("recall")} ${pct(r.recall)}`),
-      h("pre", { class: "rule-view" }, r.rule), h("div", { class: "actions" }, name, save));
+      h("pre", { class: "rule-view" }, r.rule), h("div", { class: "actions" }, name, save, savedBox));
   });
   const centroidRows = feats.map((f) => h("tr", {}, h("th", {}, f), run.rules.map((r) => h("td", { class: "num" }, typeof r.centroid[f] === "number" ? num(r.centroid[f], 1) : String(r.centroid[f])))));
   v.replaceChildren(

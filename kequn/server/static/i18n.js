@@ -44,6 +44,8 @@ export const DICT = {
     prefix: "Prefix", created: "Created", revoked: "Revoked", revoke: "Revoke", create: "Create",
     token_once: "Copy the token now; it is not shown again:", admin_only: "Admins only.",
     jobs: "Jobs", job_running: "running", job_done: "done", job_failed: "failed",
+    job_kind_import: "Import", job_kind_evaluate: "Evaluation", job_kind_cluster: "Clustering",
+    computing: "Computing…",
     customers_kind: "customers", orders_kind: "orders", events_kind: "events",
   },
   zh: {
@@ -90,6 +92,8 @@ export const DICT = {
     prefix: "前缀", created: "创建时间", revoked: "已撤销", revoke: "撤销", create: "创建",
     token_once: "请立即复制令牌，之后不再显示：", admin_only: "仅管理员可用。",
     jobs: "任务", job_running: "进行中", job_done: "完成", job_failed: "失败",
+    job_kind_import: "导入", job_kind_evaluate: "评估", job_kind_cluster: "聚类",
+    computing: "计算中…",
     customers_kind: "客户", orders_kind: "订单", events_kind: "事件",
   },
 };
