@@ -29,6 +29,8 @@ from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
+from kequn.act.triggers import TEMPLATE_FIELDS
+
 __all__ = [
     "Outcome",
     "append_file",
@@ -43,22 +45,9 @@ __all__ = [
     "webhook_signature",
 ]
 
-# One per payload field a CSV export may carry (nested customer fields flattened).
-PAYLOAD_FIELDS = (
-    "event",
-    "kind",
-    "segment",
-    "customer_id",
-    "at",
-    "trigger",
-    "variant",
-    "idempotency_key",
-    "name",
-    "city",
-    "email",
-    "phone",
-    "channel",
-)
+# One per payload field a CSV export may carry (nested customer fields flattened): the
+# template fields but the wording of the action, which is for people, not files.
+PAYLOAD_FIELDS = tuple(f for f in TEMPLATE_FIELDS if not f.startswith("action_"))
 PROFILE_FIELDS = ("name", "city", "email", "phone", "channel")
 
 DEFAULT_TEXT = {

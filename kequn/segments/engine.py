@@ -725,31 +725,14 @@ def _sizes(
     return out[0], out[1]
 
 
-def show(workspace: WorkspaceLike, name: str, *, sample: int = 10) -> dict[str, Any]:
-    """A stored segment: definition, latest size and change, sample members, breakdowns."""
+def header(workspace: WorkspaceLike, name: str) -> dict[str, Any]:
+    """A stored segment's definition and latest evaluation: size, change, share."""
     with opened(workspace) as ws:
         seg = segment_definition(ws, name)
         runs = history(ws, name)
         latest = runs[-1] if runs else None
         previous = runs[-2]["size"] if len(runs) > 1 else None
-        ids = current_members(ws, name)
-        customers = ws.table("customers")
-        total = int(customers.count().to_pyarrow().as_py())
-        picked = customers.semi_join(ids, customers.customer_id == ids.customer_id)
-        cols = [c for c in ("customer_id", "name", "city", "channel") if c in customers.columns]
-        rows = picked.select(*cols).order_by("customer_id").limit(sample).to_pyarrow()
-        breakdown = {}
-        for col in ("city", "channel", "gender"):
-            if col in customers.columns:
-                top = (
-                    picked.group_by(col)
-                    .aggregate(n=picked.count())
-                    .order_by([ibis.desc("n"), col])
-                    .limit(5)
-                    .to_pyarrow()
-                    .to_pylist()
-                )
-                breakdown[col] = [{"value": r[col], "customers": int(r["n"])} for r in top]
+        total = int(ws.table("customers").count().to_pyarrow().as_py())
         size = latest["size"] if latest else None
         return {
             "name": seg.name,
@@ -765,6 +748,32 @@ def show(workspace: WorkspaceLike, name: str, *, sample: int = 10) -> dict[str, 
             "change": None if size is None or previous is None else size - previous,
             "share": (size / total) if size is not None and total else None,
             "customers": total,
+        }
+
+
+def show(workspace: WorkspaceLike, name: str, *, sample: int = 10) -> dict[str, Any]:
+    """A stored segment: definition, latest size and change, sample members, breakdowns."""
+    with opened(workspace) as ws:
+        out = header(ws, name)
+        ids = current_members(ws, name)
+        customers = ws.table("customers")
+        picked = customers.semi_join(ids, customers.customer_id == ids.customer_id)
+        cols = [c for c in ("customer_id", "name", "city", "channel") if c in customers.columns]
+        rows = picked.select(*cols).order_by("customer_id").limit(sample).to_pyarrow()
+        breakdown = {}
+        for col in ("city", "channel", "gender"):
+            if col in customers.columns:
+                top = (
+                    picked.group_by(col)
+                    .aggregate(n=picked.count())
+                    .order_by([ibis.desc("n"), col])
+                    .limit(5)
+                    .to_pyarrow()
+                    .to_pylist()
+                )
+                breakdown[col] = [{"value": r[col], "customers": int(r["n"])} for r in top]
+        return {
+            **out,
             "sample": rows.to_pylist(),
             "breakdown": breakdown,
         }

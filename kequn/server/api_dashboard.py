@@ -717,30 +717,10 @@ def segment_data(ws, name: str) -> dict[str, Any]:
     """What the segment page heads with: definition, live size, latest evaluation."""
     from kequn.segments import engine
 
-    seg = engine.segment_definition(ws, name)
-    runs = engine.history(ws, name)
-    latest = runs[-1] if runs else None
-    size = latest["size"] if latest else None
-    previous = runs[-2]["size"] if len(runs) > 1 else None
+    out = engine.header(ws, name)
     m = ws.table("memberships")
-    live = int(_scalar(m.filter((m.segment == name) & m.exited_at.isnull()).count()))
-    total = int(_scalar(ws.table("customers").count()))
-    return {
-        "name": seg.name,
-        "label_zh": seg.label_zh,
-        "label_en": seg.label_en,
-        "description": seg.description,
-        "owner": seg.owner,
-        "tags": list(seg.tags),
-        "rule": seg.rule,
-        "as_of": latest["as_of"] if latest else None,
-        "size": size,
-        "previous": previous,
-        "change": None if size is None or previous is None else size - previous,
-        "share": (size / total) if size is not None and total else None,
-        "live_size": live,
-        "customers": total,
-    }
+    out["live_size"] = int(_scalar(m.filter((m.segment == name) & m.exited_at.isnull()).count()))
+    return out
 
 
 def _latest_run(ws, name: str) -> dict[str, Any] | None:
