@@ -31,7 +31,7 @@ from kequn.cli import (
 
 app = typer.Typer(
     name="kequn",
-    help="kequn (客群): customer segmentation engine — import, RFM, CLV, segments.",
+    help="kequn (客群): customer segmentation engine — import, score, segment, act, serve.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -40,7 +40,7 @@ app = typer.Typer(
 
 @app.callback()
 def _root() -> None:
-    """kequn (客群): customer segmentation engine — import, RFM, CLV, segments."""
+    """kequn (客群): customer segmentation engine — import, score, segment, act, serve."""
 
 
 for module in (
