@@ -25,7 +25,7 @@ import ibis.expr.types as ir
 
 from kequn.errors import InputError
 from kequn.segments.definitions import Segment, load_segments
-from kequn.segments.engine import _Context, stored_segments
+from kequn.segments.engine import _Context, check_history_order, stored_segments
 from kequn.segments.parser import parse_rule
 from kequn.segments.timing import resolve_as_of
 from kequn.workspace import Workspace, WorkspaceLike, opened
@@ -59,7 +59,9 @@ def diff_segments(
         moment = resolve_as_of(as_of, ws.config.timezone)
         label = moment.label
         names = [s.name for s in segs]
-        evaluated = _check_order(ws, names, label)
+        evaluated = check_history_order(
+            ws, names, label, ", and apply would refuse it (history moves forward)"
+        )
         stored = {s.name: s for s in stored_segments(ws)}
         context = _Context(ws, segs)
         everything = context.flags_many(segs, moment)  # checks every rule first
@@ -97,25 +99,6 @@ def diff_segments(
             "absent": sorted(set(stored) - set(names)),
             "triggers": triggers,
         }
-
-
-def _check_order(ws: Workspace, names: list[str], label: Any) -> set[str]:
-    """The segments evaluated before; refuses an as_of apply would refuse."""
-    runs = ws.table("segment_runs")
-    last = (
-        runs.filter(runs.segment.isin(names))
-        .group_by("segment")
-        .aggregate(last=runs.as_of.max())
-        .to_pyarrow()
-        .to_pylist()
-    )
-    for row in last:
-        if row["last"] is not None and row["last"] > label:
-            raise InputError(
-                f"segment {row['segment']!r} was last evaluated at {row['last']}; as_of "
-                f"{label} is earlier, and apply would refuse it (history moves forward)"
-            )
-    return {row["segment"] for row in last if row["last"] is not None}
 
 
 def _pairs(ws: Workspace, segs: list[Segment], flagged: ir.Table) -> ir.Table:

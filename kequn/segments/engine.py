@@ -287,20 +287,9 @@ def apply(
         moment = resolve_as_of(as_of, ws.config.timezone)
         label = moment.label
         names = [s.name for s in segs]
-        runs = ws.table("segment_runs")
-        last = (
-            runs.filter(runs.segment.isin(names))
-            .group_by("segment")
-            .aggregate(last=runs.as_of.max())
-            .to_pyarrow()
-            .to_pylist()
+        evaluated = check_history_order(
+            ws, names, label, "and would rewrite its history out of order"
         )
-        for row in last:
-            if row["last"] is not None and row["last"] > label:
-                raise InputError(
-                    f"segment {row['segment']!r} was last evaluated at {row['last']}; "
-                    f"as_of {label} is earlier and would rewrite its history out of order"
-                )
         context = _Context(ws, segs)
         # every segment in one query (each table scanned once), kept as a temporary table
         # that the history steps below read
@@ -316,7 +305,6 @@ def apply(
             ),
             distinct=False,
         )
-        evaluated = {row["segment"] for row in last if row["last"] is not None}
         seen = _newest_row(ws, moment)
         try:
             return _record(ws, segs, member_sets, label, source, notify, evaluated, seen)
@@ -333,6 +321,31 @@ def _newest_row(ws: Workspace, moment: AsOf) -> datetime | None:
         end = ibis.literal(moment.end, type="timestamp")
         parts.append(t.filter(ts <= end if moment.inclusive else ts < end).select(at=ts))
     return ibis.union(*parts, distinct=False).at.max().to_pyarrow().as_py()
+
+
+def check_history_order(
+    ws: Workspace, names: Sequence[str], label: datetime, refusal: str
+) -> set[str]:
+    """The segments evaluated before; refuses an as_of earlier than a segment's last run.
+
+    History moves forward: an earlier run would close intervals before they opened.
+    ``refusal`` ends the message (what would go wrong for the caller).
+    """
+    runs = ws.table("segment_runs")
+    last = (
+        runs.filter(runs.segment.isin(list(names)))
+        .group_by("segment")
+        .aggregate(last=runs.as_of.max())
+        .to_pyarrow()
+        .to_pylist()
+    )
+    for row in last:
+        if row["last"] is not None and row["last"] > label:
+            raise InputError(
+                f"segment {row['segment']!r} was last evaluated at {row['last']}; "
+                f"as_of {label} is earlier {refusal}"
+            )
+    return {row["segment"] for row in last if row["last"] is not None}
 
 
 def _record(
